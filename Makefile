@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+# Python 3.10-3.12 (whylogs 1.6.4 has no wheels for 3.13); override with `make PYTHON=python3.12`.
+PYTHON ?= $(shell for p in python3.12 python3.11 python3.10 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,10) <= sys.version_info[:2] <= (3,12))' 2>/dev/null && echo $$p && break; done)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Data specs resolve here; a checkout with ../shared/data beside it (CI, the developers) uses that copy.
+TAXI_DATA_DIR ?= $(if $(wildcard ../shared/data/green_tripdata_2021-01.parquet),../shared/data,data)
+export TAXI_DATA_DIR
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+export WHYLOGS_NO_ANALYTICS ?= 1
+TRAIN ?= green:2021-01
+VALIDATION ?= green:2021-02
+MODEL ?= gbm
+
+.PHONY: install run pipeline test nbtest pytest check-sync bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py settings.ini
+	@test -n "$(PYTHON)" || { echo "error: need Python 3.10-3.12 (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+## train on the default months, register, promote (falls back to the shipped sample, loudly, without network)
+run: install
+	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --fallback-sample
+
+pipeline: run
+
+## the README's test command: notebooks in sync and clean, notebook tests, pytest
+test: install check-sync nbtest pytest
+
+check-sync:
+	@$(BIN)/nbdev_export
+	@git diff --quiet -- taxi_duration || { git --no-pager diff --stat -- taxi_duration; echo "error: nbdev_export changed taxi_duration/: edit the notebooks, not the .py files"; exit 1; }
+	@$(BIN)/nbdev_clean
+	@git diff --quiet -- nbs || { git --no-pager diff --stat -- nbs; echo "error: notebooks are not clean: run nbdev_clean and commit"; exit 1; }
+
+nbtest:
+	$(BIN)/nbdev_test --n_workers 2
+
+pytest:
+	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
+
+## wall time per pipeline step on the real 2021-01/02 months
+bench: install
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) mlflow.db mlruns runs monitoring *.egg-info
