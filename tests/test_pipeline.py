@@ -1,0 +1,207 @@
+"""The pipeline end to end: CLI, papermill steps, MLflow tracking, registry rules, failures."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from taxi_duration.cli import main
+from taxi_duration.pipeline import notebooks_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SAMPLES = ['--train_data=sample:green:2021-01', '--validation_data=sample:green:2021-02']
+
+
+def client(uri):
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def versions(uri, name='taxi-duration'):
+    return sorted(int(v.version) for v in client(uri).search_model_versions(f"name='{name}'"))
+
+
+def alias(uri, which, name='taxi-duration'):
+    return int(client(uri).get_model_version_by_alias(name, which).version)
+
+
+def test_full_months_reach_the_quality_bar_and_log_everything(trained_store, full_data_dir, monkeypatch):
+    r, uri = trained_store, trained_store['tracking_uri']
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
+    assert not (ROOT / 'mlruns').exists() or not any((ROOT / 'mlruns').iterdir())  # artifacts live beside the store
+    assert r['full'] and r['model'] == 'gbm' and r['promoted'] and r['version'] == '1'
+    assert r['rmse'] <= 5.6, r['rmse']                      # issue's quality bar (course's best XGBoost: 6.304)
+    c = client(uri)
+    run = c.get_run(r['run_id'])
+    p, m = run.data.params, run.data.metrics
+    assert p['model'] == 'gbm' and p['train_data'] == 'green:2021-01' and p['validation_data'] == 'green:2021-02'
+    assert p['train_sha256'] == 'b8e2c9496c5eada0f10adbd88f98d91721ec6fe2787a2b355cf0ccfa9678ee7b'
+    assert (p['train_rows_raw'], p['train_rows_kept']) == ('76518', '73908')
+    assert (p['validation_rows_raw'], p['validation_rows_kept']) == ('64572', '61921')
+    assert {'rmse', 'mae', 'r2', 'train_rmse'} <= set(m) and m['rmse'] == pytest.approx(r['rmse'])
+    assert run.data.tags['data_is_sample'] == 'false' and run.data.tags.get('mlflow.source.git.commit')
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {'green:2021-01', 'green:2021-02'}
+    arts = {a.path for a in c.list_artifacts(r['run_id'])} | {a.path for a in c.list_artifacts(r['run_id'], 'steps')}
+    assert {'predicted_vs_actual.png', 'steps/01_data.ipynb', 'steps/02_features.ipynb',
+            'steps/03_train.ipynb', 'steps/04_registry.ipynb'} <= arts
+    # the executed notebook is a readable lab-book page: it shows the step's own printout
+    nb = nbformat.reads(Path(c.download_artifacts(r['run_id'], 'steps/03_train.ipynb')).read_text(), 4)
+    assert any('validation rmse' in o.get('text', '') for cell in nb.cells for o in cell.get('outputs', []))
+    mv = c.get_model_version_by_alias('taxi-duration', 'champion')
+    assert mv.tags['validation_sha256'] == p['validation_sha256'] and float(mv.tags['validation_rmse']) == pytest.approx(r['rmse'])
+    # the logged model has a signature over the request fields
+    from mlflow.models import get_model_info
+    info = get_model_info(f'models:/taxi-duration/{mv.version}')
+    assert [c['name'] for c in info.signature.inputs.to_dict()] == ['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']
+
+
+def test_linear_reproduces_the_course_baseline_and_does_not_unseat_the_champion(trained_store, full_data_dir, monkeypatch, capsys):
+    uri = trained_store['tracking_uri']
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
+    monkeypatch.setenv('TAXI_DATA_DIR', str(full_data_dir))
+    before = versions(uri)
+    assert main(['pipeline', '--train_data=green:2021-01', '--validation_data=green:2021-02', '--model=linear']) == 0
+    out = capsys.readouterr().out
+    assert 'rmse 7.7587' in out and 'champion unchanged' in out and 'as logged on the same validation file' in out
+    assert versions(uri) == before + [before[-1] + 1]
+    assert alias(uri, 'champion') == 1 and alias(uri, 'challenger') == before[-1] + 1
+
+
+def test_alpha_sweep_groups_child_runs_and_registers_the_best(tracking, capsys):
+    assert main(['pipeline', *SAMPLES, '--model=ridge', '--alpha=0.0001,0.001,0.01']) == 0
+    out = capsys.readouterr().out
+    c = client(tracking)
+    exp = c.get_experiment_by_name('taxi-duration')
+    runs = c.search_runs([exp.experiment_id])
+    parents = [r for r in runs if 'mlflow.parentRunId' not in r.data.tags]
+    children = [r for r in runs if 'mlflow.parentRunId' in r.data.tags]
+    assert len(parents) == 1 and len(children) == 3
+    assert {r.data.tags['mlflow.parentRunId'] for r in children} == {parents[0].info.run_id}
+    assert sorted(float(r.data.params['alpha']) for r in children) == [0.0001, 0.001, 0.01]
+    best = min(children, key=lambda r: r.data.metrics['rmse'])
+    mv = c.get_model_version_by_alias('taxi-duration', 'champion')
+    assert mv.run_id == best.info.run_id and parents[0].data.metrics['rmse'] == best.data.metrics['rmse']
+    assert parents[0].data.tags['data_is_sample'] == 'true'
+    assert f"alpha={best.data.params['alpha']}" in out
+
+
+def test_card_papermill_form_from_the_repo_root(tmp_path, full_data_dir):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db', TAXI_DATA_DIR=str(full_data_dir),
+               PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}')
+    p = subprocess.run([str(BIN / 'papermill'), '-k', 'python3', 'nbs/03_train.ipynb', str(tmp_path / 'out.ipynb'),
+                        '-p', 'alpha', '0.01'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert 'Unable to parse' not in p.stderr and 'unknown parameter' not in p.stderr
+    c = client(env['MLFLOW_TRACKING_URI'])
+    [run] = c.search_runs([c.get_experiment_by_name('taxi-duration').experiment_id])
+    assert run.data.params['alpha'] == '0.01' and run.data.params['train_data'] == 'green:2021-01'
+    assert run.data.metrics['rmse'] < 5.6
+
+
+@pytest.fixture(scope='module')
+def sample_store(tmp_path_factory):
+    "One store per module with a champion (v1) trained by the pipeline on the shipped samples."
+    tmp = tmp_path_factory.mktemp('sample-store')
+    uri = f'sqlite:///{tmp}/mlflow.db'
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', uri)
+        mp.setenv('TAXI_TLC_BASE_URL', 'http://127.0.0.1:9/unreachable')
+        assert main(['pipeline', *SAMPLES]) == 0
+    return uri
+
+
+@pytest.fixture
+def store(sample_store, monkeypatch, tmp_path):
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', sample_store)
+    monkeypatch.chdir(tmp_path)
+    return sample_store
+
+
+def last_run(uri):
+    c = client(uri)
+    return c.search_runs([c.get_experiment_by_name('taxi-duration').experiment_id], order_by=['attributes.start_time DESC'],
+                         max_results=1)[0]
+
+
+def error_line(err):
+    "The error must be one line, the last one, with no traceback anywhere."
+    lines = err.strip().splitlines()
+    assert 'Traceback' not in err and sum(l.startswith('taxi-duration: error:') for l in lines) == 1
+    assert lines[-1].startswith('taxi-duration: error:')
+    return lines[-1]
+
+
+def _wrong_schema(tmp):
+    pd.DataFrame({'fare_amount': [1.0, 2.0]}).to_parquet(tmp / 'fares.parquet'); return str(tmp / 'fares.parquet')
+
+
+def _all_too_short(tmp):
+    from taxi_duration.data import ASSETS
+    raw = pd.read_parquet(ASSETS / 'green_tripdata_2021-01.sample.parquet')
+    raw['lpep_dropoff_datetime'] = raw['lpep_pickup_datetime']
+    raw.to_parquet(tmp / 'zero.parquet'); return str(tmp / 'zero.parquet')
+
+
+def _unreadable(tmp):
+    (tmp / 'junk.parquet').write_bytes(b'PAR1 this is not parquet'); return str(tmp / 'junk.parquet')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--train_data=nowhere.parquet'], 'no such file: nowhere.parquet'),
+    (['--train_data=green:2012-01'], 'TLC does not publish green 2012-01'),
+    (['--train_data=green:2030-01'], 'TLC does not publish green 2030-01'),
+    (['--model=xgboost'], "unknown model 'xgboost'"),
+    (['--model=ridge', '--alpha=-0.1'], 'alpha must be a finite number >= 0'),
+    (['--model=linear', '--alpha=0.1'], "model 'linear' has no alpha"),
+    ([_wrong_schema], 'missing column(s) pickup_datetime'),
+    ([_unreadable], 'cannot read'),
+    ([_all_too_short], 'no rides left after keeping 1-60 minute trips'),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_registered(store, tmp_path, capsys, args, message):
+    args = [a if isinstance(a, str) else f'--train_data={a(tmp_path)}' for a in args]
+    assert main(['pipeline', *SAMPLES, *args]) == 2
+    assert message in error_line(capsys.readouterr().err)
+    assert versions(store) == [1] and alias(store, 'champion') == 1
+
+
+def test_a_failing_middle_step_fails_the_run_and_keeps_the_champion(store, tmp_path, monkeypatch, capsys):
+    broken = tmp_path / 'nbs'
+    shutil.copytree(notebooks_dir(), broken)
+    nb = nbformat.read(broken / '02_features.ipynb', 4)
+    nb.cells[-1].source = "#| eval: false\nraise RuntimeError('disk full while writing features')"
+    nbformat.write(nb, broken / '02_features.ipynb')
+    monkeypatch.setenv('TAXI_DURATION_NBS', str(broken))
+    assert main(['pipeline', *SAMPLES]) == 1
+    assert 'step vectorise failed: RuntimeError: disk full while writing features' in error_line(capsys.readouterr().err)
+    assert versions(store) == [1] and alias(store, 'champion') == 1
+    run = last_run(store)
+    assert run.info.status == 'FAILED'
+    arts = {a.path for a in client(store).list_artifacts(run.info.run_id, 'steps')}
+    assert {'steps/01_data.ipynb', 'steps/02_features.ipynb'} <= arts and 'steps/03_train.ipynb' not in arts
+
+
+def test_offline_fallback_to_the_shipped_sample_is_loud(tracking, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('TAXI_DATA_DIR', str(tmp_path / 'empty'))   # nothing cached, and no network (conftest)
+    assert main(['pipeline', '--train_data=green:2021-01', '--validation_data=green:2021-02']) == 2
+    capsys.readouterr()
+    assert main(['pipeline', '--train_data=green:2021-01', '--validation_data=green:2021-02', '--fallback-sample']) == 0
+    out, err = capsys.readouterr()
+    assert 'USING THE SHIPPED SAMPLE sample:green:2021-01' in err and 'sample:green:2021-02' in err
+    assert 'train sample:green:2021-01' in out
+    c = client(tracking)
+    mv = c.get_model_version_by_alias('taxi-duration', 'champion')
+    assert mv.tags['data_is_sample'] == 'true'
+
+
+def test_telemetry_is_off_by_default_but_user_choice_wins():
+    code = "import os, taxi_duration; print(os.environ['MLFLOW_DISABLE_TELEMETRY'], os.environ['WHYLOGS_NO_ANALYTICS'], os.environ['DO_NOT_TRACK'])"
+    env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_DISABLE_TELEMETRY', 'WHYLOGS_NO_ANALYTICS', 'DO_NOT_TRACK')}
+    assert subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True).stdout.split() == ['true', '1', 'true']
+    env['DO_NOT_TRACK'] = 'false'
+    assert subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True).stdout.split()[2] == 'false'
