@@ -38,6 +38,9 @@ check-sync:
 	@git diff --quiet -- taxi_duration || { git --no-pager diff --stat -- taxi_duration; echo "error: nbdev_export changed taxi_duration/: edit the notebooks, not the .py files"; exit 1; }
 	@$(BIN)/nbdev_clean
 	@git diff --quiet -- nbs || { git --no-pager diff --stat -- nbs; echo "error: notebooks are not clean: run nbdev_clean and commit"; exit 1; }
+	@$(BIN)/python -c "import glob, json, sys; bad = [f for f in sorted(glob.glob('nbs/*.ipynb')) if any(c.get('outputs') for c in json.load(open(f))['cells'])]; sys.exit('error: notebooks committed with outputs: ' + ' '.join(bad) if bad else 0)"
+	@echo "notebooks and library in sync, notebooks clean"
+
 
 nbtest:
 	$(BIN)/nbdev_test --n_workers 2
