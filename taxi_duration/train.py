@@ -16,7 +16,6 @@ from sklearn.linear_model import Lasso, LinearRegression, Ridge
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 from sklearn.pipeline import Pipeline
 from .core import EXPERIMENT, TaxiDurationError, ensure_experiment, git_commit, tracking_uri
-from .data import load
 from .features import RIDE_COLUMNS, make_featurizer
 
 # %% auto #0
