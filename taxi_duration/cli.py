@@ -30,6 +30,11 @@ def parser() -> argparse.ArgumentParser:
     _flag(pl, 'work_dir', default=None, help='keep the steps\' hand-over files here (default: a temp folder)')
     _flag(pl, 'fallback_sample', action='store_true',
           help='without network, use the shipped sample of a month instead (loudly)')
+    from taxi_duration.serve import add_score_args
+    add_score_args(sub.add_parser('score', help='score a month of rides in batch with the champion'))
+    from taxi_duration.monitor import add_monitor_args
+    add_monitor_args(sub.add_parser('monitor', help='compare live profiles or completed rides with the champion; '
+                                                    'alert on drift or a performance drop'))
     return p
 
 # %% ../nbs/08_cli.ipynb #a3907cd3
@@ -48,7 +53,15 @@ def _pipeline(a) -> int:
           f"steps:      {steps}")
     return 0
 
-COMMANDS = {'pipeline': _pipeline}
+def _score(a) -> int:
+    from taxi_duration.serve import run_score
+    return run_score(a)
+
+def _monitor(a) -> int:
+    from taxi_duration.monitor import run_monitor
+    return run_monitor(a)
+
+COMMANDS = {'pipeline': _pipeline, 'score': _score, 'monitor': _monitor}
 
 # %% ../nbs/08_cli.ipynb #6ee47617
 def main(argv=None) -> int:

@@ -1,0 +1,126 @@
+"""The page in a real headless browser (Debian's chromium + chromium-driver, driven by selenium):
+pick zones by borough and name, type a distance and a time, see the minutes without a reload.
+
+Skips when chromium is missing on a developer machine; under CI (CI set) that is a failure,
+since .ci/run installs it."""
+import os
+import shutil
+import tempfile
+import threading
+
+import pytest
+
+from taxi_duration import serve
+
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
+DRIVER = shutil.which('chromedriver')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _restore_threads():
+    "create_app limits the process to one OpenMP thread: give later tests their threads back."
+    from threadpoolctl import threadpool_info, threadpool_limits
+    before = threadpool_info()
+    yield
+    threadpool_limits(before)
+
+
+def _need_chromium():
+    if CHROMIUM and DRIVER: return
+    msg = 'needs Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)'
+    if os.environ.get('CI'): pytest.fail(f'CI is set and the browser is missing: {msg}')
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope='module')
+def server(trained_store):
+    "The app on a free loopback port, in a thread; its URL."
+    from werkzeug.serving import make_server
+    old = os.environ.get('MLFLOW_TRACKING_URI')
+    os.environ['MLFLOW_TRACKING_URI'] = trained_store['tracking_uri']
+    try: app = serve.create_app(refresh_seconds=0)
+    finally:
+        if old is None: os.environ.pop('MLFLOW_TRACKING_URI', None)
+        else: os.environ['MLFLOW_TRACKING_URI'] = old
+    srv = make_server('127.0.0.1', 0, app, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield dict(url=f'http://127.0.0.1:{srv.port}', app=app)
+    srv.shutdown()
+
+
+@pytest.fixture(scope='module')
+def browser():
+    _need_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    os.environ.setdefault('SE_OFFLINE', 'true')  # never let Selenium Manager look for downloads
+    profile = tempfile.mkdtemp(prefix='chromium-profile-')
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+              '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-default-apps',
+              '--disable-extensions', f'--user-data-dir={profile}', '--window-size=1000,900'):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(options=opts, service=Service(executable_path=DRIVER))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait(driver, cond, timeout=20):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout).until(cond)
+
+
+def test_pick_zones_and_get_minutes(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    d = browser
+    d.get(server['url'] + '/')
+    _wait(d, lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-ready') == 'true')
+    d.execute_script('window.__same_page = 42')  # survives only if the page is never reloaded
+    pu_b, pu_z = Select(d.find_element(By.ID, 'pu-borough')), Select(d.find_element(By.ID, 'pu-zone'))
+    do_b, do_z = Select(d.find_element(By.ID, 'do-borough')), Select(d.find_element(By.ID, 'do-zone'))
+    assert 'Manhattan' in [o.text for o in pu_b.options] and 'EWR' in [o.text for o in pu_b.options]
+    pu_b.select_by_visible_text('Manhattan'); pu_z.select_by_visible_text('Central Park')
+    do_b.select_by_visible_text('Brooklyn')
+    brooklyn = [o.text for o in do_z.options]
+    assert 'Park Slope' in brooklyn and 'Central Park' not in brooklyn  # the zone list follows the borough
+    do_z.select_by_visible_text('Park Slope')
+    dist = d.find_element(By.ID, 'distance'); dist.clear(); dist.send_keys('6.2')
+    d.execute_script("document.getElementById('pickup').value = '2021-03-05T08:30'")
+    d.find_element(By.ID, 'predict').click()
+    _wait(d, lambda d: 'minutes' in d.find_element(By.ID, 'result').text)
+    shown = float(d.find_element(By.ID, 'result').get_attribute('data-minutes'))
+    api = server['app'].test_client().post('/predict', json={
+        'PULocationID': 43, 'DOLocationID': 181, 'trip_distance': 6.2, 'pickup_datetime': '2021-03-05T08:30'}).json
+    assert shown == pytest.approx(api['duration'], abs=1e-9)  # Central Park = 43, Park Slope = 181
+    assert f"{api['duration']:.1f} minutes" in d.find_element(By.ID, 'result').text
+    assert f"version {api['model_version']}" in d.find_element(By.ID, 'model').text
+    assert d.execute_script('return window.__same_page') == 42
+
+
+def test_bad_input_shows_the_error(server, browser):
+    from selenium.webdriver.common.by import By
+    d = browser
+    d.get(server['url'] + '/')
+    _wait(d, lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-ready') == 'true')
+    dist = d.find_element(By.ID, 'distance'); dist.clear(); dist.send_keys('500')
+    d.find_element(By.ID, 'predict').click()
+    _wait(d, lambda d: d.find_element(By.ID, 'error').is_displayed())
+    assert 'trip_distance must be between 0 and 100' in d.find_element(By.ID, 'error').text
+    assert d.find_element(By.ID, 'result').text == ''
+
+
+def test_default_time_is_now(server, browser):
+    "Without touching the time field, the page sends the current New York time."
+    from selenium.webdriver.common.by import By
+    d = browser
+    d.get(server['url'] + '/')
+    _wait(d, lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-ready') == 'true')
+    shown = d.find_element(By.ID, 'pickup').get_attribute('value')
+    now = serve.now_nyc()
+    assert abs((serve.check_pickup(shown) - now).total_seconds()) < 180, (shown, now)
+    d.find_element(By.ID, 'predict').click()
+    _wait(d, lambda d: 'minutes' in d.find_element(By.ID, 'result').text)

@@ -1,0 +1,203 @@
+"""Monitoring on real months: the reference per model, `monitor --data` stays quiet on real later
+months and fires on each breakage, exit codes, alerts to a local webhook, corrupt profiles."""
+import argparse
+import http.server
+import json
+import socketserver
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taxi_duration import monitor as mon
+from taxi_duration.core import TaxiDurationError
+from taxi_duration.data import read_trips, resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / 'shared' / 'data'
+
+
+def run_cli(*argv, out=None) -> int:
+    "`taxi-duration monitor ARGV` through the project CLI when it has the command, else the module's own parser."
+    from taxi_duration import cli
+    if 'monitor' in getattr(cli, 'COMMANDS', {}):
+        return cli.main(['monitor', *argv])
+    p = mon.add_monitor_args(argparse.ArgumentParser(prog='taxi-duration monitor'))
+    try: args = p.parse_args(list(argv))
+    except SystemExit as e: return e.code
+    try: return mon.run_monitor(args, **({'out': out} if out else {}))
+    except TaxiDurationError: return 2
+
+
+@pytest.fixture
+def env(champion_env, monkeypatch, tmp_path):
+    "The session champion's registry, its data folder, a clean monitoring dir and no webhook."
+    if champion_env['full']: monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+    monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
+    monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
+    return champion_env
+
+
+@pytest.fixture
+def reference(env):
+    return mon.load_reference()
+
+
+def month(env, m: str) -> str:
+    return f'green:2021-{m}' if env['full'] else f'sample:green:2021-{m}'
+
+
+@pytest.fixture
+def raw_march(env):
+    return read_trips(resolve(month(env, '03')))
+
+
+def test_reference_is_logged_with_the_champion_run(env, reference):
+    from taxi_duration.registry import champion, client
+    mv = champion()
+    assert reference['version'] == str(mv.version) and reference['run_id'] == mv.run_id
+    names = {Path(a.path).name for a in client().list_artifacts(mv.run_id, 'reference')}
+    assert names >= {'train.bin', 'validation.bin', 'metrics.json'}
+    assert abs(reference['metrics']['rmse'] - float(mv.tags['validation_rmse'])) < 1e-6
+    assert mon.rows(reference['validation'], mon.PREDICTION) == reference['metrics']['rows']
+
+
+@pytest.mark.parametrize('m', ['02', '03'])
+def test_real_later_months_stay_quiet(env, tmp_path, m):
+    report = tmp_path / f'{m}.html'
+    assert run_cli('--data', month(env, m), '--report', str(report)) == 0
+    summary = json.loads(report.with_suffix('.json').read_text())
+    assert summary['healthy'] and not summary['alerts']
+    assert not (tmp_path / 'monitoring' / 'alerts.jsonl').exists()
+    ratio = [c for c in summary['checks'] if c['statistic'] == 'rmse_ratio'][0]['value']
+    assert ratio < 1.1
+
+
+EXPECTED = {  # scenario -> (check, column) pairs that must fire
+    'km': {('drift', 'trip_distance'), ('prediction', 'prediction'), ('performance', 'duration')},
+    'zones_constant': {('drift', 'PULocationID'), ('drift', 'DOLocationID'), ('performance', 'duration')},
+    'zones_scrambled': {('drift', 'PULocationID'), ('drift', 'DOLocationID'), ('performance', 'duration')},
+    'missing': {('missing', 'trip_distance'), ('missing', 'PULocationID')},
+    'utc_clock': {('drift', 'pickup_hour')},
+    'long_rides': {('drift', 'trip_distance'), ('prediction', 'prediction')},
+    'slower': {('performance', 'duration')},
+    'slower:1.25': {('performance', 'duration')},
+}
+
+
+@pytest.mark.parametrize('scenario', list(EXPECTED))
+def test_breakage_fires(env, reference, raw_march, scenario):
+    res = mon.monitor_data(mon.make_scenario(raw_march, scenario), reference)
+    got = {(c['check'], c['column']) for c in res['alerts']}
+    assert EXPECTED[scenario] <= got, (scenario, res['alerts'])
+    if scenario.startswith('slower'):  # the city slowed down: the inputs did not drift, only the errors tell
+        assert not [c for c in res['alerts'] if c['check'] != 'performance']
+
+
+def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers['Content-Length']))))
+            self.send_response(200); self.end_headers()
+        def log_message(self, *a): pass
+
+    srv = socketserver.TCPServer(('127.0.0.1', 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    data = tmp_path / 'km.parquet'
+    mon.make_scenario(raw_march, 'km').to_parquet(data)
+    try:
+        code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'),
+                       '--webhook-url', f'http://127.0.0.1:{srv.server_address[1]}/hook')
+    finally:
+        srv.shutdown(); srv.server_close()
+    assert code == 3
+    lines = [json.loads(l) for l in (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()]
+    assert [l['type'] for l in lines] == ['alert', 'delivery'] and lines[1]['status'] == 'delivered'
+    body = received[0]
+    assert 'trip_distance' in body['text'] and body['attachments']
+    alert = body['alert']
+    assert alert['model_version'] == env['version'] and alert['source'] == str(data)
+    fired = {c['column']: c for c in alert['fired']}
+    assert fired['trip_distance']['value'] > fired['trip_distance']['threshold'] == 0.1
+    html = (tmp_path / 'r.html').read_text()
+    assert 'ALERT' in html and html.count('<img') >= 4
+
+
+def test_unreachable_webhook_is_retried_recorded_and_still_alerts(env, tmp_path, raw_march):
+    import socket
+    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()  # nothing listens there
+    data = tmp_path / 'zones.parquet'
+    mon.make_scenario(raw_march, 'zones_constant').to_parquet(data)
+    code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'), '--webhook-url', f'http://127.0.0.1:{port}/x')
+    assert code == 3
+    lines = [json.loads(l) for l in (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()]
+    assert lines[0]['type'] == 'alert'
+    assert lines[1]['type'] == 'delivery' and lines[1]['status'] == 'failed' and lines[1]['attempts'] == 3
+    assert lines[1]['host'] == f'127.0.0.1:{port}'
+
+
+def test_webhook_from_environment(monkeypatch, tmp_path):
+    got = []
+    monkeypatch.setattr(mon, 'post_webhook', lambda url, body, *a: got.append(url) or dict(status='delivered', attempts=1))
+    monkeypatch.setenv('ALERT_WEBHOOK_URL', 'http://127.0.0.1:1/hook')
+    result = dict(model_name='m', model_version='1', source='s', rows=5,
+                  alerts=[dict(check='drift', column='c', statistic='ks', value=0.5, threshold=0.1, note='')])
+    rec = mon.raise_alert(result, tmp_path / 'a.jsonl', echo=lambda s: None)
+    assert got == ['http://127.0.0.1:1/hook'] and rec['delivery']['status'] == 'delivered'
+
+
+def test_thresholds_are_configurable(env, tmp_path):
+    # a strict RMSE threshold makes a real month fire, through a JSON file and on the command line
+    (tmp_path / 't.json').write_text(json.dumps({'rmse_ratio': 0.5}))
+    assert run_cli('--data', month(env, '03'), '--thresholds', str(tmp_path / 't.json'), '--report', str(tmp_path / 'a.html')) == 3
+    assert run_cli('--data', month(env, '03'), '--threshold', 'mae_ratio=0.5', '--report', str(tmp_path / 'b.html')) == 3
+    assert run_cli('--data', month(env, '03'), '--threshold', 'nope=1') == 2
+
+
+@pytest.mark.parametrize('argv', [[], ['--data', 'x', '--profiles', 'y'], ['--profiles', 'y', '--retrain']])
+def test_usage_errors_exit_2(env, argv):
+    assert run_cli(*argv) == 2
+
+
+def test_input_errors_exit_2(env, tmp_path):
+    assert run_cli('--data', str(tmp_path / 'missing.parquet')) == 2
+    assert run_cli('--profiles', str(tmp_path / 'nowhere')) == 2
+    (tmp_path / 'empty').mkdir()
+    assert run_cli('--profiles', str(tmp_path / 'empty')) == 2
+    assert run_cli('--data', month(env, '03'), '--version', '999') == 2
+
+
+def test_no_champion_is_a_clear_error(tracking):
+    with pytest.raises(TaxiDurationError, match='taxi-duration pipeline'):
+        mon.load_reference()
+
+
+def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, raw_march, tmp_path):
+    fr = mon.completed_rides(raw_march)
+    from taxi_duration.registry import load_model
+    pred = mon.score_rides(load_model(reference['model_uri']), fr)
+    good = mon.profile(mon.monitor_frame(fr, pred), metadata={'model_version': reference['version']})
+    d = tmp_path / 'profiles'; d.mkdir()
+    (d / 'profile-good.bin').write_bytes(good.serialize())
+    blob = good.serialize()
+    (d / 'profile-truncated.bin').write_bytes(blob[: len(blob) // 3])
+    (d / 'profile-empty.bin').write_bytes(b'')
+    (d / 'profile-garbage.bin').write_bytes(b'WHY1' + bytes(range(256)) * 4)
+    other = mon.profile(mon.monitor_frame(fr, pred * 3), metadata={'model_version': 'other'})
+    (d / 'profile-other.bin').write_bytes(other.serialize())
+    res = mon.monitor_profiles(d, reference)
+    assert res['healthy'] and res['rows'] == len(fr) and res['files'] == 1
+    assert sum('unreadable' in p for p in res['problems']) == 3
+    assert any('version other left out' in p for p in res['problems'])
+    assert run_cli('--profiles', str(d), '--report', str(tmp_path / 'p.html')) == 0
+
+
+def test_data_with_missing_values_is_judged_not_dropped(env, reference, raw_march):
+    res = mon.monitor_data(mon.make_scenario(raw_march, 'missing'), reference)
+    miss = {c['column']: c['value'] for c in res['checks'] if c['check'] == 'missing'}
+    assert 0.03 < miss['trip_distance'] < 0.07
+    assert res['performance']['rows'] < res['rows']  # rides with a gap are profiled, not scored

@@ -1,0 +1,45 @@
+"""Closing the loop: a performance alert with --retrain runs the pipeline on the newer rides and
+promotes the challenger only if it beats the champion on the same validation data."""
+import json
+
+import pytest
+
+from taxi_duration import monitor as mon
+from taxi_duration.data import read_trips, resolve
+from taxi_duration.registry import champion
+
+from test_monitor import run_cli
+
+
+@pytest.fixture
+def sample_champion(tracking, tmp_path, monkeypatch):
+    "A fresh registry whose champion was trained on the January sample (this test promotes into it)."
+    from taxi_duration.pipeline import run_pipeline
+    monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
+    monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
+    return run_pipeline('sample:green:2021-01', 'sample:green:2021-02', log=lambda s: None)
+
+
+def test_retrain_on_a_performance_alert_promotes_a_better_challenger(sample_champion, tmp_path, capsys):
+    slow = tmp_path / 'slow.parquet'
+    mon.make_scenario(read_trips(resolve('sample:green:2021-03')), 'slower').to_parquet(slow)
+    lines = []
+    code = run_cli('--data', str(slow), '--retrain', '--report', str(tmp_path / 'r.html'), out=lines.append)
+    out = '\n'.join(lines) + capsys.readouterr().out
+    assert code == 3
+    assert 'retrain: challenger' in out and 'PROMOTED to champion' in out, out
+    assert str(champion().version) == '2'
+    kept = list((tmp_path / 'monitoring' / 'retrain').glob('*/*.parquet'))
+    assert {p.name for p in kept} == {'train.parquet', 'validation.parquet'}
+    # the new champion has its own reference, and judges the slow rides healthy
+    assert run_cli('--data', str(slow), '--report', str(tmp_path / 'after.html')) == 0
+
+
+def test_drift_alone_does_not_retrain(sample_champion, tmp_path):
+    km = tmp_path / 'km.parquet'
+    mon.make_scenario(read_trips(resolve('sample:green:2021-03')), 'zones_scrambled').to_parquet(km)
+    lines = []
+    code = run_cli('--data', str(km), '--retrain', '--threshold', 'rmse_ratio=10', '--threshold', 'mae_ratio=10',
+                   '--report', str(tmp_path / 'r.html'), out=lines.append)
+    assert code == 3 and any('not retraining' in l for l in lines)
+    assert str(champion().version) == '1'

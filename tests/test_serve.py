@@ -1,0 +1,355 @@
+"""The web service: answers, every kind of bad request, health, the alias watcher, and the shells
+(`python app.py`, gunicorn) as real processes on loopback."""
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from taxi_duration import serve
+from taxi_duration.core import MODEL_NAME, TaxiDurationError
+
+ROOT = Path(__file__).resolve().parent.parent
+RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _restore_threads():
+    "create_app limits the process to one OpenMP thread: give later tests their threads back."
+    from threadpoolctl import threadpool_info, threadpool_limits
+    before = threadpool_info()
+    yield
+    threadpool_limits(before)
+
+
+def _with_store(uri, fn):
+    "Call `fn()` with MLFLOW_TRACKING_URI set to `uri`, restoring it afterwards."
+    old = os.environ.get('MLFLOW_TRACKING_URI')
+    os.environ['MLFLOW_TRACKING_URI'] = uri
+    try: return fn()
+    finally:
+        if old is None: os.environ.pop('MLFLOW_TRACKING_URI', None)
+        else: os.environ['MLFLOW_TRACKING_URI'] = old
+
+
+@pytest.fixture(scope='module')
+def app(trained_store):
+    return _with_store(trained_store['tracking_uri'], lambda: serve.create_app(refresh_seconds=0))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def copy_store(trained_store, dest: Path) -> str:
+    "A private copy of the session store's registry (artifacts are shared, read-only); its URI."
+    src = Path(trained_store['tracking_uri'][len('sqlite:///'):])
+    shutil.copy(src, dest / 'mlflow.db')
+    return f'sqlite:///{dest / "mlflow.db"}'
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+def test_one_ride(client, trained_store):
+    r = client.post('/predict', json=dict(RIDE, ride_id='abc-1'))
+    assert r.status_code == 200, r.json
+    a = r.json
+    assert a['model_version'] == trained_store['version'] == r.headers['X-Model-Version']
+    assert a['ride_id'] == 'abc-1' and a['pickup_datetime'] == '2021-03-05T08:30:00'
+    assert isinstance(a['duration'], float) and 1 <= a['duration'] <= 60
+
+
+def test_list_same_order_as_batch(client, trained_store):
+    "A list is answered in order, with the same numbers the batch path gives (one feature path)."
+    from taxi_duration.data import load
+    from taxi_duration.registry import load_model
+    df, _ = load('sample:green:2021-03')
+    df = df[df.trip_distance <= serve.MAX_TRIP_MILES].head(300)
+    rides = [dict(PULocationID=int(a), DOLocationID=int(b), trip_distance=float(d), pickup_datetime=t.isoformat(), ride_id=i)
+             for i, (a, b, d, t) in enumerate(df[['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']].itertuples(index=False))]
+    r = client.post('/predict', json=rides)
+    assert r.status_code == 200
+    assert [a['ride_id'] for a in r.json] == list(range(len(rides)))
+    model = _with_store(trained_store['tracking_uri'], lambda: load_model(f"models:/{MODEL_NAME}/{trained_store['version']}"))
+    batch = model.predict(df[['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']])
+    np.testing.assert_allclose([a['duration'] for a in r.json], batch, rtol=1e-12)
+
+
+def test_pickup_defaults_to_now_in_new_york(client):
+    before = serve.now_nyc()
+    r = client.post('/predict', json={k: v for k, v in RIDE.items() if k != 'pickup_datetime'})
+    assert r.status_code == 200
+    t = dt.datetime.fromisoformat(r.json['pickup_datetime'])
+    assert before <= t <= serve.now_nyc()
+    assert client.post('/predict', json=dict(RIDE, pickup_datetime=None)).status_code == 200
+
+
+def test_offsets_are_converted_to_new_york_time(client):
+    a = client.post('/predict', json=dict(RIDE, pickup_datetime='2021-03-05T13:30:00Z')).json
+    b = client.post('/predict', json=RIDE).json
+    assert a['pickup_datetime'] == '2021-03-05T08:30:00' and a['duration'] == b['duration']
+
+
+def test_max_rides(client):
+    r = client.post('/predict', json=[RIDE] * serve.MAX_RIDES)
+    assert r.status_code == 200 and len(r.json) == serve.MAX_RIDES
+    r = client.post('/predict', json=[RIDE] * (serve.MAX_RIDES + 1))
+    assert r.status_code == 400 and f'1 to {serve.MAX_RIDES} rides' in r.json['error']
+
+
+def test_extra_fields_are_ignored(client):
+    assert client.post('/predict', json=dict(RIDE, passenger_count=2)).status_code == 200
+
+
+# --- bad requests: 4xx, JSON, naming the field ------------------------------------------------
+
+def _raw(body: bytes, content_type='application/json'):
+    return dict(data=body, content_type=content_type)
+
+BAD = {
+    'empty body': (_raw(b''), 400, 'empty body'),
+    'blank body': (_raw(b'  \n'), 400, 'empty body'),
+    'not JSON': (_raw(b'{"PULocationID": 43,'), 400, 'not valid JSON'),
+    'not UTF-8': (_raw(b'\xff\xfe\xfa'), 400, 'not valid JSON'),
+    'NaN literal': (_raw(b'{"PULocationID": 43, "DOLocationID": 151, "trip_distance": NaN}'), 400, 'trip_distance must be a finite'),
+    'Infinity literal': (_raw(b'{"PULocationID": 43, "DOLocationID": 151, "trip_distance": -Infinity}'), 400, 'trip_distance must be a finite'),
+    'huge number': (_raw(b'{"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1e999}'), 400, 'trip_distance must be a finite'),
+    'huge integer': (_raw(b'{"PULocationID": 43, "DOLocationID": 151, "trip_distance": 1' + b'0' * 400 + b'}'), 400, 'trip_distance must be between'),
+    'too many digits': (_raw(b'{"PULocationID": 1' + b'0' * 5000 + b'}'), 400, 'not valid JSON'),
+    'text/plain': (_raw(json.dumps(RIDE).encode(), 'text/plain'), 415, 'Content-Type: application/json'),
+    'form': (dict(data={'PULocationID': '43'}), 415, 'Content-Type: application/json'),
+    'no content type': (_raw(json.dumps(RIDE).encode(), None), 415, 'Content-Type: application/json'),
+    'scalar': (dict(json=42), 400, 'a JSON object (one ride) or a list'),
+    'string': (dict(json='ride'), 400, 'a JSON object (one ride) or a list'),
+    'null': (_raw(b'null'), 400, 'a JSON object (one ride) or a list'),
+    'empty object': (dict(json={}), 400, 'missing fields PULocationID, DOLocationID, trip_distance'),
+    'missing DO': (dict(json={'PULocationID': 43, 'trip_distance': 1}), 400, 'missing field DOLocationID'),
+    'empty list': (dict(json=[]), 400, 'a list must hold 1 to'),
+    'list of lists': (dict(json=[[43, 151, 1.0]]), 400, 'ride 0: a ride must be a JSON object'),
+    'one bad ride': (dict(json=[RIDE, RIDE, dict(RIDE, DOLocationID=999)]), 400, 'ride 2: DOLocationID must be an integer zone ID'),
+    'deep nesting': (_raw(b'[' * 200_000 + b']' * 200_000), 400, 'nested too deeply'),
+    'deep objects': (_raw(b'{"a":' * 50_000 + b'1' + b'}' * 50_000), 400, 'nested too deeply'),
+    'nested but shallow enough': (dict(json=[[[[RIDE]]]]), 400, 'ride 0: a ride must be a JSON object'),
+    'oversized': (_raw(b'[' + b' ' * serve.MAX_BODY_BYTES + b']'), 413, 'larger than'),
+    'bad ride_id': (dict(json=dict(RIDE, ride_id=[1])), 400, 'ride_id must be'),
+    'bool ride_id': (dict(json=dict(RIDE, ride_id=True)), 400, 'ride_id must be'),
+    'long ride_id': (dict(json=dict(RIDE, ride_id='x' * 129)), 400, 'ride_id must be'),
+}
+for field in ('PULocationID', 'DOLocationID'):
+    for name, value in [('bool', True), ('float', 43.0), ('string', '43'), ('list', [43]), ('object', {'id': 43}),
+                        ('null', None), ('zero', 0), ('266', 266), ('negative', -1), ('huge', 10**30)]:
+        BAD[f'{field} {name}'] = (dict(json=dict(RIDE, **{field: value})), 400, f'{field} must be an integer zone ID from 1 to 265')
+for name, value in [('negative', -0.5), ('absurd', 1000), ('just over', 100.01), ('string', '1.0'), ('bool', False),
+                    ('null', None), ('list', [1.0]), ('object', {})]:
+    BAD[f'distance {name}'] = (dict(json=dict(RIDE, trip_distance=value)), 400, 'trip_distance must be')
+for name, value in [('words', 'tomorrow morning'), ('bad month', '2021-13-01T00:00'), ('bad day', '2021-02-30'),
+                    ('number', 1614933000), ('list', ['2021-03-05']), ('old', '1970-01-01T00:00'), ('far', '2150-01-01'),
+                    ('overflow', '0001-01-01T00:00:00+05:00'), ('long', '2021-03-05T08:30:00' + ' ' * 50)]:
+    BAD[f'pickup {name}'] = (dict(json=dict(RIDE, pickup_datetime=value)), 400, 'pickup_datetime must')
+
+
+@pytest.mark.parametrize('case', list(BAD))
+def test_bad_request(client, case):
+    kwargs, status, fragment = BAD[case]
+    r = client.post('/predict', **kwargs)
+    assert r.status_code == status, (r.status_code, r.data[:300])
+    assert r.mimetype == 'application/json' and set(r.json) == {'error'}
+    assert fragment in r.json['error'], r.json['error']
+    assert len(r.json['error']) < 400  # never echoes a huge value back
+
+
+@pytest.mark.parametrize('method,path,status', [('GET', '/predict', 405), ('PUT', '/predict', 405), ('DELETE', '/health', 405),
+                                                ('POST', '/health', 405), ('GET', '/nope', 404), ('GET', '/static/nope.js', 404)])
+def test_http_errors_are_json(client, method, path, status):
+    r = client.open(path, method=method)
+    assert r.status_code == status and r.mimetype == 'application/json' and r.json['error']
+
+
+def test_still_answers_after_bad_requests(client):
+    for kwargs, _, _ in BAD.values(): client.post('/predict', **kwargs)
+    assert client.get('/health').status_code == 200 and client.post('/predict', json=RIDE).status_code == 200
+
+
+def test_debug_is_never_on(trained_store, monkeypatch):
+    monkeypatch.setenv('FLASK_DEBUG', '1')
+    app = _with_store(trained_store['tracking_uri'], lambda: serve.create_app(refresh_seconds=0))
+    assert not app.debug and not app.config['PROPAGATE_EXCEPTIONS']
+
+
+def test_a_bug_is_a_json_500_not_a_crash(trained_store):
+    app = _with_store(trained_store['tracking_uri'], lambda: serve.create_app(refresh_seconds=0))
+    class Broken:
+        def predict(self, X): raise RuntimeError('boom')
+    holder = app.extensions['taxi_duration']
+    holder.current = holder.current._replace(model=Broken())
+    r = app.test_client().post('/predict', json=RIDE)
+    assert r.status_code == 500 and r.json == {'error': 'internal error; it has been logged'}
+
+
+# --- health, the page, the hook -----------------------------------------------------------------
+
+def test_health(client, trained_store):
+    r = client.get('/health')
+    assert r.status_code == 200
+    h = r.json
+    assert h['status'] == 'ok' and h['model_version'] == trained_store['version']
+    assert h['model'] == f'models:/{MODEL_NAME}@champion' and h['model_uri'] == f"models:/{MODEL_NAME}/{trained_store['version']}"
+
+
+def test_page_and_zones(client):
+    r = client.get('/')
+    assert r.status_code == 200 and r.mimetype == 'text/html' and b'pu-borough' in r.data
+    assert "default-src 'self'" in r.headers['Content-Security-Policy']
+    assert b'http://' not in r.data and b'https://' not in r.data  # nothing loaded from elsewhere
+    for f in ('app.js', 'style.css'): assert client.get(f'/static/{f}').status_code == 200
+    z = client.get('/zones').json['boroughs']
+    assert {b['name'] for b in z} >= {'Manhattan', 'Brooklyn', 'Queens', 'Bronx', 'Staten Island', 'EWR'}
+    ids = sorted(zone['id'] for b in z for zone in b['zones'])
+    assert ids == list(range(1, 266))
+
+
+def test_hook_gets_checked_rides(trained_store):
+    seen = []
+    app = _with_store(trained_store['tracking_uri'],
+                      lambda: serve.create_app(refresh_seconds=0, on_predictions=lambda *a: seen.append(a)))
+    r = app.test_client().post('/predict', json=[dict(RIDE, ride_id=1), dict(RIDE, trip_distance=3)])
+    assert r.status_code == 200
+    [(rides, preds, version)] = seen
+    assert version == trained_store['version'] and preds.tolist() == [a['duration'] for a in r.json]
+    assert rides[1] == {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 3.0, 'pickup_datetime': dt.datetime(2021, 3, 5, 8, 30)}
+    assert app.test_client().post('/predict', json=dict(RIDE, trip_distance=-1)).status_code == 400 and len(seen) == 1
+
+
+def test_failing_hook_never_fails_a_request(trained_store, caplog):
+    def hook(*a): raise RuntimeError('monitor is down')
+    app = _with_store(trained_store['tracking_uri'], lambda: serve.create_app(refresh_seconds=0, on_predictions=hook))
+    c = app.test_client()
+    with caplog.at_level(logging.ERROR, logger='taxi_duration.serve'):
+        assert all(c.post('/predict', json=RIDE).status_code == 200 for _ in range(5))
+    assert 'on_predictions failed' in caplog.text and 'monitor is down' in caplog.text
+
+
+# --- following the alias -----------------------------------------------------------------------
+
+def test_follows_the_alias_without_restart(trained_store, tmp_path, monkeypatch, caplog):
+    from taxi_duration.registry import client as mlflow_client
+    uri = copy_store(trained_store, tmp_path)
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
+    caplog.set_level(logging.INFO, logger='taxi_duration.serve')
+    app = serve.create_app(refresh_seconds=0.2)
+    c, v1 = app.test_client(), trained_store['version']
+    assert c.get('/health').json['model_version'] == v1  # the first request starts the watcher
+    mc = mlflow_client()
+    old = mc.get_model_version(MODEL_NAME, v1)
+    new = mc.create_model_version(MODEL_NAME, old.source, old.run_id)
+    mc.set_registered_model_alias(MODEL_NAME, 'champion', new.version)
+    deadline, versions = time.time() + 30, set()
+    while time.time() < deadline:  # keep asking while it swaps: every answer is one whole version
+        r = c.post('/predict', json=RIDE)
+        assert r.status_code == 200
+        versions.add(r.json['model_version'])
+        if r.json['model_version'] == str(new.version): break
+        time.sleep(0.05)
+    assert c.get('/health').json['model_version'] == str(new.version), versions
+    assert f'moved: now serving version {new.version} (was {v1})' in caplog.text
+    mc.delete_registered_model_alias(MODEL_NAME, 'champion')  # the alias vanishes: keep serving, say so once
+    time.sleep(1)
+    h = c.get('/health').json
+    assert h['model_version'] == str(new.version) and 'no version of model' in h['problem']
+    app.extensions['taxi_duration'].stop()
+
+
+def test_pinned_version_is_not_followed(trained_store, monkeypatch):
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', trained_store['tracking_uri'])
+    app = serve.create_app(model_uri=f"models:/{MODEL_NAME}/{trained_store['version']}", refresh_seconds=0.1)
+    holder = app.extensions['taxi_duration']
+    assert not holder.follows and app.test_client().get('/health').json['refresh_seconds'] is None
+
+
+# --- no champion ------------------------------------------------------------------------------
+
+def test_no_champion_is_an_error(tracking):
+    from taxi_duration.registry import client as mlflow_client
+    mlflow_client().search_experiments()  # an existing, empty store
+    with pytest.raises(TaxiDurationError, match='make run'):
+        serve.create_app()
+
+
+def _env(**kw):
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY='true', DO_NOT_TRACK='true', WHYLOGS_NO_ANALYTICS='1', PYTHONUNBUFFERED='1')
+    env.update(kw)
+    return env
+
+
+@pytest.mark.parametrize('cmd', [[sys.executable, 'app.py'],
+                                 [str(Path(sys.executable).parent / 'gunicorn'), '-w', '2', '-b', '127.0.0.1:{port}', 'app:app']],
+                         ids=['python', 'gunicorn'])
+def test_no_champion_exits_at_once(tmp_path, cmd):
+    cmd = [c.format(port=free_port()) for c in cmd]
+    t0 = time.time()
+    p = subprocess.run(cmd, cwd=ROOT, env=_env(MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/none.db', PORT=str(free_port())),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and time.time() - t0 < 45
+    ours = [l for l in p.stderr.splitlines() if l.startswith('taxi-duration serve: error:')]
+    assert ours and 'make run' in ours[0] and 'taxi-duration pipeline' in ours[0], p.stderr
+    if 'gunicorn' not in cmd[0]: assert p.stderr.strip() == ours[0]  # one line, no traceback
+    assert not (tmp_path / 'none.db').exists()  # no empty store created on the way
+
+
+def _wait_healthy(url, proc, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None: raise AssertionError(f'server exited: {proc.stderr.read()}')
+        try:
+            r = requests.get(url + '/health', timeout=2)
+            if r.status_code == 200: return r.json()
+        except requests.RequestException: time.sleep(0.2)  # refused, or accepted while the workers boot
+    raise AssertionError('server did not become healthy')
+
+
+@pytest.mark.parametrize('kind', ['python', 'gunicorn'])
+def test_shell_serves(trained_store, kind):
+    port = free_port()
+    cmd = ([sys.executable, 'app.py'] if kind == 'python' else
+           [str(Path(sys.executable).parent / 'gunicorn'), '-w', '2', '-b', f'127.0.0.1:{port}', 'app:app'])
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(MLFLOW_TRACKING_URI=trained_store['tracking_uri'], PORT=str(port), HOST='127.0.0.1'),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f'http://127.0.0.1:{port}'
+    try:
+        assert _wait_healthy(url, proc)['model_version'] == trained_store['version']
+        r = requests.post(url + '/predict', json=[RIDE, dict(RIDE, ride_id=7)], timeout=5)
+        assert r.status_code == 200 and r.json()[1]['ride_id'] == 7
+        r = requests.post(url + '/predict', data=b'x' * (serve.MAX_BODY_BYTES + 10), headers={'Content-Type': 'application/json'}, timeout=5)
+        assert r.status_code == 413 and 'larger than' in r.json()['error']
+        for raw in (b'GARBAGE\r\n\r\n', b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n{',
+                    b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'):
+            with socket.create_connection(('127.0.0.1', port), timeout=5) as s:  # malformed HTTP, then hang up
+                s.sendall(raw)
+                s.shutdown(socket.SHUT_WR)
+                try: status = s.recv(4096).split(b'\r\n', 1)[0]
+                except OSError: status = b''
+                assert not status.startswith((b'HTTP/1.1 5', b'HTTP/1.0 5')), (raw, status)
+        r = requests.post(url + '/predict', json=RIDE, timeout=5)
+        assert r.status_code == 200 and 'Werkzeug Debugger' not in r.text
+    finally:
+        proc.terminate()
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+    assert 'serving models:/taxi-duration@champion: version' in proc.stderr.read()
