@@ -12,8 +12,10 @@ export WHYLOGS_NO_ANALYTICS ?= 1
 TRAIN ?= green:2021-01
 VALIDATION ?= green:2021-02
 MODEL ?= gbm
+HOST ?= 127.0.0.1
+PORT ?= 9696
 
-.PHONY: install run pipeline test nbtest pytest check-sync bench clean
+.PHONY: install run pipeline serve monitor test nbtest pytest check-sync bench bench-serve bench-monitor clean
 
 install: $(VENV)/.installed
 
@@ -24,11 +26,19 @@ $(VENV)/.installed: setup.py settings.ini
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-## train on the default months, register, promote (falls back to the shipped sample, loudly, without network)
-run: install
+## train on the default months, register, promote (falls back to the shipped sample, loudly, without network), then serve
+run: pipeline serve
+
+pipeline: install
 	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --fallback-sample
 
-pipeline: run
+## serve the champion with 2 gunicorn workers on $(HOST):$(PORT); live profiles go to $MONITORING_DIR (./monitoring)
+serve: install
+	$(BIN)/gunicorn -w 2 -b $(HOST):$(PORT) app:app
+
+## check a later month against the champion (exit 3 when an alert fires)
+monitor: install
+	$(BIN)/taxi-duration monitor --data=green:2021-03
 
 ## the README's test command: notebooks in sync and clean, notebook tests, pytest
 test: install check-sync nbtest pytest
@@ -51,6 +61,14 @@ pytest:
 ## wall time per pipeline step on the real 2021-01/02 months
 bench: install
 	$(BIN)/python bench/pipeline.py
+
+## the service against `mlflow models serve` under wrk (needs wrk and a champion)
+bench-serve: install
+	$(BIN)/python bench/serve.py
+
+## cost of live monitoring: per call, and service throughput with and without
+bench-monitor: install
+	$(BIN)/python bench/monitor.py
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns runs monitoring *.egg-info

@@ -1,14 +1,19 @@
 """Serve the champion over HTTP: the shell around `taxi_duration.serve` (nbs/06_serve.ipynb).
 
-    python app.py                       # http://127.0.0.1:9696 (HOST / PORT override)
-    gunicorn -w 2 -b 127.0.0.1:9696 app:app   # production
+    python app.py                              # http://127.0.0.1:9696 (HOST / PORT override)
+    gunicorn -w 2 -b 127.0.0.1:9696 app:app    # production (make serve)
 
 Serves `models:/taxi-duration@champion` from MLFLOW_TRACKING_URI (MODEL_URI overrides) and
 follows the alias every REFRESH_SECONDS (default 30). With no champion it exits at once.
+Every answered ride is profiled with whylogs into $MONITORING_DIR (default ./monitoring), off
+the request path (nbs/07_monitor.ipynb); MONITORING=0 turns that off.
 """
+import os
+
+from taxi_duration.monitor import LiveProfiler
 from taxi_duration.serve import app_or_exit, run_or_exit
 
-app = app_or_exit()  # the WSGI object
+app = app_or_exit(on_predictions=None if os.environ.get('MONITORING') == '0' else LiveProfiler())  # the WSGI object
 
 if __name__ == '__main__':
     run_or_exit(app)

@@ -20,8 +20,8 @@ __all__ = ['MAX_RIDES', 'MAX_BODY_BYTES', 'ZONE_MIN', 'ZONE_MAX', 'MAX_TRIP_MILE
            'STATIC', 'APP_LOAD_ERROR', 'check_zone', 'check_distance', 'now_nyc', 'check_pickup', 'check_ride_id',
            'Ride', 'check_ride', 'check_rides', 'decode_body', 'Served', 'resolve_uri', 'load_served', 'Champion',
            'answer', 'zone_table', 'create_app', 'app_or_exit', 'listen_address', 'run', 'run_or_exit', 'read_rides',
-           'ride_id_prefix', 'predict_frame', 'score_frame', 'write_predictions', 'score_data', 'add_score_args',
-           'run_score']
+           'ride_id_prefix', 'predict_frame', 'score_frame', 'output_kind', 'write_predictions', 'score_data',
+           'add_score_args', 'run_score']
 
 # %% ../nbs/06_serve.ipynb #b474a477
 MAX_RIDES = 1000          # rides in one request
@@ -445,11 +445,16 @@ def score_frame(served: Served, rides: pd.DataFrame, prefix: str) -> tuple[pd.Da
     return out, seconds
 
 # %% ../nbs/06_serve.ipynb #958416de
+def output_kind(output) -> str:
+    "'parquet' or 'csv', from the output file's name."
+    name = Path(output).name.lower()
+    if name.endswith('.parquet'): return 'parquet'
+    if name.endswith('.csv'): return 'csv'
+    raise TaxiDurationError(f'{output}: the output must end in .parquet or .csv')
+
 def write_predictions(df: pd.DataFrame, output: Path) -> Path:
     "Write `df` to a .parquet or .csv file, atomically."
-    output = Path(output)
-    kind = 'csv' if output.name.lower().endswith('.csv') else 'parquet' if output.name.lower().endswith('.parquet') else None
-    if kind is None: raise TaxiDurationError(f'{output}: the output must end in .parquet or .csv')
+    kind = output_kind(output)
     with atomic_path(output) as tmp:
         if kind == 'csv': df.to_csv(tmp, index=False)
         else: df.to_parquet(tmp, index=False)
@@ -479,6 +484,7 @@ def add_score_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_score(args) -> int:
     "Score `args.data` into `args.output`; print a one-line summary; the exit code."
+    output_kind(args.output)  # a bad output name fails before the work, not after
     t0 = time.perf_counter()
     out, info = score_data(args.data, args.model_uri)
     write_predictions(out, args.output)

@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import logging
 import os
+import tempfile
 import shutil
 import socket
 import subprocess
@@ -294,6 +295,7 @@ def test_no_champion_is_an_error(tracking):
 
 def _env(**kw):
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY='true', DO_NOT_TRACK='true', WHYLOGS_NO_ANALYTICS='1', PYTHONUNBUFFERED='1')
+    env['MONITORING_DIR'] = tempfile.mkdtemp(prefix='taxi-duration-test-monitoring-')  # app.py profiles live traffic
     env.update(kw)
     return env
 
