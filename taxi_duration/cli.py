@@ -66,7 +66,8 @@ COMMANDS = {'pipeline': _pipeline, 'score': _score, 'monitor': _monitor}
 # %% ../nbs/08_cli.ipynb #6ee47617
 def main(argv=None) -> int:
     "Entry point of `taxi-duration`; the exit code."
-    args = parser().parse_args(argv)
+    try: args = parser().parse_args(argv)
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 2  # argparse: usage printed, 2 (or 0 for --help)
     try: return COMMANDS[args.command](args)
     except TaxiDurationError as e:
         print(f"taxi-duration: error: {' '.join(str(e).split())}", file=sys.stderr); return 2

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 from .core import TaxiDurationError, atomic_path
 
 # %% auto #0
-__all__ = ['SERVICES', 'TLC_BASE_URL', 'ASSETS', 'SUPPORTED_SUFFIXES', 'COLUMNS', 'parse_spec', 'DownloadUnavailable', 'data_dir',
-           'download', 'resolve', 'sample_specs', 'read_trips', 'prepare', 'sha256', 'load', 'make_sample', 'zones']
+__all__ = ['SERVICES', 'TLC_BASE_URL', 'ASSETS', 'SUPPORTED_SUFFIXES', 'COLUMNS', 'NYC', 'MIN_TRAIN_ROWS', 'parse_spec',
+           'DownloadUnavailable', 'data_dir', 'download', 'resolve', 'sample_specs', 'read_trips', 'prepare', 'sha256',
+           'load', 'make_sample', 'zones']
 
 # %% ../nbs/01_data.ipynb #1ed3547d
 SERVICES = {'green': (2013, 8), 'yellow': (2009, 1)}  # service -> first published (year, month)
@@ -109,6 +110,7 @@ def sample_specs() -> list[str]:
 
 # %% ../nbs/01_data.ipynb #063f1f1e
 COLUMNS = ['pickup_datetime', 'dropoff_datetime', 'PULocationID', 'DOLocationID', 'trip_distance']
+NYC = 'America/New_York'  # the time zone of every TLC timestamp
 _PREFIXES = ('lpep_', 'tpep_', '')
 
 def _column_map(names) -> dict:
@@ -137,7 +139,10 @@ def read_trips(path: Path) -> pd.DataFrame:
         raise TaxiDurationError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     df = df.rename(columns=cmap)[COLUMNS]
     try:
-        for c in ('pickup_datetime', 'dropoff_datetime'): df[c] = pd.to_datetime(df[c])
+        for c in ('pickup_datetime', 'dropoff_datetime'):
+            df[c] = pd.to_datetime(df[c])
+            # TLC times are New York wall-clock times; a file with offsets is brought back to them
+            if df[c].dt.tz is not None: df[c] = df[c].dt.tz_convert(NYC).dt.tz_localize(None)
         for c in ('PULocationID', 'DOLocationID', 'trip_distance'): df[c] = pd.to_numeric(df[c])
     except (ValueError, TypeError) as e:
         raise TaxiDurationError(f"{path}: a column has values of the wrong type ({e})") from None
@@ -162,13 +167,18 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
-def load(source: str|Path, progress: bool=True) -> tuple[pd.DataFrame, dict]:
+MIN_TRAIN_ROWS = 100  # fewer rides than this cannot train (or cross-fit) anything meaningful
+
+def load(source: str|Path, progress: bool=True,
+         min_rows: int=1  # fewer prepared rides than this is an error
+        ) -> tuple[pd.DataFrame, dict]:
     "Prepared rides from a path or spec, and their provenance."
     path = resolve(source, progress=progress)
     raw = read_trips(path)
     df = prepare(raw)
-    if df.empty:
-        raise TaxiDurationError(f"{source}: no rides left after keeping 1-60 minute trips ({len(raw)} rows read)")
+    if len(df) < max(min_rows, 1):
+        raise TaxiDurationError(f"{source}: {len(df)} rides left after keeping 1-60 minute trips ({len(raw)} rows read); "
+                                f"need at least {max(min_rows, 1)}")
     return df, dict(source=str(source), path=str(path.resolve()), sha256=sha256(path),
                     rows_raw=len(raw), rows_kept=len(df), sample=path.name.endswith('.sample.parquet'))
 

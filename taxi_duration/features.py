@@ -31,7 +31,8 @@ def ride_records(rides,                 # DataFrame, list of dicts, or one dict
     "Feature dicts for a DictVectorizer, one per ride."
     if isinstance(rides, dict): rides = [rides]
     if isinstance(rides, pd.DataFrame):
-        pu, do = rides['PULocationID'].to_numpy(), rides['DOLocationID'].to_numpy()
+        # zone IDs as integers whatever the column's dtype: '43.0_151.0' would be a pair no model has seen
+        pu, do = rides['PULocationID'].to_numpy().astype(np.int64), rides['DOLocationID'].to_numpy().astype(np.int64)
         dist = rides['trip_distance'].to_numpy(dtype=float)
         if kind == 'course':
             return [{'PU_DO': f'{a}_{b}', 'trip_distance': d} for a, b, d in zip(pu.tolist(), do.tolist(), dist.tolist())]
@@ -42,7 +43,7 @@ def ride_records(rides,                 # DataFrame, list of dicts, or one dict
         return [{'PU': a, 'DO': b, 'PU_DO': a * 1000 + b, 'trip_distance': d, 'hour': h, 'weekday': w}
                 for a, b, d, h, w in zip(pu.tolist(), do.tolist(), dist.tolist(), hour.tolist(), wd.tolist())]
     if kind == 'course':
-        return [{'PU_DO': f"{r['PULocationID']}_{r['DOLocationID']}", 'trip_distance': float(r['trip_distance'])} for r in rides]
+        return [{'PU_DO': f"{int(r['PULocationID'])}_{int(r['DOLocationID'])}", 'trip_distance': float(r['trip_distance'])} for r in rides]
     out = []
     for r in rides:
         t, a, b = _when(r['pickup_datetime']), float(r['PULocationID']), float(r['DOLocationID'])

@@ -8,7 +8,7 @@ import json, os, shutil, sys, tempfile, time
 from pathlib import Path
 import taxi_duration
 from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError, ensure_experiment, tracking_uri
-from .data import DownloadUnavailable, parse_spec, resolve, sample_specs
+from .data import DownloadUnavailable, parse_spec, resolve, sample_specs, sha256
 from .train import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
 # %% auto #0
@@ -89,14 +89,18 @@ def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:20
     nbs = notebooks_dir()
     train_data = check_data(train_data, fallback_sample, log)
     validation_data = check_data(validation_data, fallback_sample, log)
+    if sha256(resolve(train_data)) == sha256(resolve(validation_data)):
+        raise TaxiDurationError(f"{train_data} and {validation_data} are the same file: validate on another month, "
+                                "or every model looks better than it is")
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix='taxi-duration-'))
+    try: work.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise TaxiDurationError(f"cannot use {work} as the work folder: {e.strerror}") from None
     import mlflow, papermill as pm
     from mlflow import MlflowClient
     tracking_uri()
     client = MlflowClient(tracking_uri())
     exp_id = ensure_experiment(experiment)
     run_id = client.create_run(exp_id, run_name=f'pipeline-{model}', tags={'pipeline': 'papermill'}).info.run_id
-    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix='taxi-duration-'))
-    work.mkdir(parents=True, exist_ok=True)
     params = {'01_data': dict(train_data=train_data, validation_data=validation_data),
               '02_features': dict(feature_kind=MODELS[model]),
               '03_train': dict(model=model, alpha=None if alpha is None else str(alpha), run_id=run_id, experiment=experiment),

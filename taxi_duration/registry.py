@@ -12,7 +12,7 @@ from .train import metrics
 # %% auto #0
 __all__ = ['decide', 'client', 'champion', 'load_model', 'score', 'champion_rmse', 'register']
 
-# %% ../nbs/04_registry.ipynb #96c2adc9
+# %% ../nbs/04_registry.ipynb #8b1c9b83
 def decide(challenger_rmse: float, champion_rmse: float|None) -> tuple[bool, str]:
     "Whether the challenger becomes champion, and why."
     if champion_rmse is None: return True, 'there is no champion yet'
@@ -20,7 +20,7 @@ def decide(challenger_rmse: float, champion_rmse: float|None) -> tuple[bool, str
         return True, f'it beats the champion: rmse {challenger_rmse:.4f} < {champion_rmse:.4f}'
     return False, f'it does not beat the champion: rmse {challenger_rmse:.4f} >= {champion_rmse:.4f}'
 
-# %% ../nbs/04_registry.ipynb #e8458dda
+# %% ../nbs/04_registry.ipynb #f6b411a4
 def client():
     "An MLflow client on the tracking URI in force."
     from mlflow import MlflowClient
@@ -30,7 +30,11 @@ def champion(name: str=MODEL_NAME, alias: str='champion'):
     "The model version holding `alias`, or None."
     from mlflow.exceptions import MlflowException
     try: return client().get_model_version_by_alias(name, alias)
-    except MlflowException: return None
+    except MlflowException as e:
+        # only "no such model" / "no such alias" mean there is none: a locked or unreachable
+        # store must not read as "no champion", which would promote anything
+        if e.error_code in ('RESOURCE_DOES_NOT_EXIST', 'INVALID_PARAMETER_VALUE'): return None
+        raise
 
 def load_model(uri: str):
     "The scikit-learn pipeline behind a model URI (skops, trusting our own types)."
@@ -45,19 +49,24 @@ def score(model, frame: pd.DataFrame) -> np.ndarray:
 def champion_rmse(version, validation: pd.DataFrame, validation_sha256: str, name: str=MODEL_NAME) -> tuple[float, str]:
     "The champion's validation RMSE on this validation data, and how it was obtained."
     tags = version.tags or {}
+    if tags.get('train_sha256') == validation_sha256:
+        raise TaxiDurationError(f"the champion (version {version.version}) was trained on this validation file, so it "
+                                "cannot be compared fairly on it: validate on another month")
     if tags.get('validation_sha256') == validation_sha256 and 'validation_rmse' in tags:
         return float(tags['validation_rmse']), 'as logged on the same validation file'
     rmse = metrics(validation.duration, score(f'models:/{name}/{version.version}', validation))['rmse']
     return rmse, 'scored again on this validation data'
 
-# %% ../nbs/04_registry.ipynb #79240378
+# %% ../nbs/04_registry.ipynb #e773bbcd
 def register(candidate: dict,            # run_id, model_uri, rmse, ... from the train step
              validation: pd.DataFrame,   # prepared validation rides
              provenance: dict,           # data provenance from the load step
-             name: str=MODEL_NAME, pipeline_run_id: str='') -> dict:
+             name: str=MODEL_NAME, pipeline_run_id: str='',
+             predictions=None) -> dict:          # the logged model's predictions for `validation`, if already made
     "Register `candidate` as challenger and promote it if it beats the champion; the outcome."
     import mlflow
-    m = metrics(validation.duration, score(candidate['model_uri'], validation))
+    if predictions is None: predictions = score(candidate['model_uri'], validation)
+    m = metrics(validation.duration, predictions)
     if not np.isclose(m['rmse'], candidate['rmse'], rtol=0, atol=1e-6):
         raise TaxiDurationError(f"the logged model scores rmse {m['rmse']:.6f} after loading, not the "
                                 f"{candidate['rmse']:.6f} measured in training: not registered")
@@ -75,7 +84,10 @@ def register(candidate: dict,            # run_id, model_uri, rmse, ... from the
     if promote: c.set_registered_model_alias(name, 'champion', mv.version)
     out = dict(version=str(mv.version), promoted=promote, reason=reason, rmse=m['rmse'], mae=m['mae'], r2=m['r2'],
                champion_version=str(current.version) if current else None, champion_rmse=champ_rmse, champion_rmse_how=how)
+    decision = ('promoted: ' if promote else 'kept champion: ') + reason
+    c.set_model_version_tag(name, mv.version, 'promotion', decision)
+    if champ_rmse is not None: c.set_model_version_tag(name, mv.version, 'champion_rmse', repr(champ_rmse))
     for rid in {candidate['run_id'], pipeline_run_id} - {''}:
-        c.set_tag(rid, 'model_version', str(mv.version)); c.set_tag(rid, 'promotion', ('promoted: ' if promote else 'kept champion: ') + reason)
+        c.set_tag(rid, 'model_version', str(mv.version)); c.set_tag(rid, 'promotion', decision)
         if champ_rmse is not None: c.log_metric(rid, 'champion_rmse', champ_rmse)
     return out

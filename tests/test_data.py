@@ -122,7 +122,7 @@ def test_empty_after_filtering(tmp_path):
     raw = pd.read_parquet(SAMPLE)
     raw['lpep_dropoff_datetime'] = raw['lpep_pickup_datetime']  # every ride 0 minutes long
     raw.to_parquet(tmp_path / 'zero.parquet')
-    with pytest.raises(TaxiDurationError, match='no rides left'):
+    with pytest.raises(TaxiDurationError, match='0 rides left after keeping 1-60 minute trips'):
         load(tmp_path / 'zero.parquet')
 
 

@@ -148,6 +148,13 @@ def _all_too_short(tmp):
     raw.to_parquet(tmp / 'zero.parquet'); return str(tmp / 'zero.parquet')
 
 
+def _tiny(tmp):
+    from taxi_duration.data import ASSETS, prepare, read_trips
+    raw = pd.read_parquet(ASSETS / 'green_tripdata_2021-01.sample.parquet')
+    keep = prepare(read_trips(ASSETS / 'green_tripdata_2021-01.sample.parquet')).index[:40]
+    raw.loc[keep].to_parquet(tmp / 'tiny.parquet'); return str(tmp / 'tiny.parquet')
+
+
 def _unreadable(tmp):
     (tmp / 'junk.parquet').write_bytes(b'PAR1 this is not parquet'); return str(tmp / 'junk.parquet')
 
@@ -161,7 +168,9 @@ def _unreadable(tmp):
     (['--model=linear', '--alpha=0.1'], "model 'linear' has no alpha"),
     ([_wrong_schema], 'missing column(s) pickup_datetime'),
     ([_unreadable], 'cannot read'),
-    ([_all_too_short], 'no rides left after keeping 1-60 minute trips'),
+    ([_all_too_short], '0 rides left after keeping 1-60 minute trips'),
+    ([_tiny], '40 rides left after keeping 1-60 minute trips (40 rows read); need at least 100'),
+    (['--validation_data=sample:green:2021-01'], 'are the same file'),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_registered(store, tmp_path, capsys, args, message):
     args = [a if isinstance(a, str) else f'--train_data={a(tmp_path)}' for a in args]
