@@ -1,6 +1,5 @@
 """Monitoring on real months: the reference per model, `monitor --data` stays quiet on real later
 months and fires on each breakage, exit codes, alerts to a local webhook, corrupt profiles."""
-import argparse
 import http.server
 import json
 import socketserver
@@ -19,16 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / 'shared' / 'data'
 
 
-def run_cli(*argv, out=None) -> int:
-    "`taxi-duration monitor ARGV` through the project CLI when it has the command, else the module's own parser."
+def run_cli(*argv) -> int:
+    "`taxi-duration monitor ARGV` through the project's CLI, in process; the exit code."
     from taxi_duration import cli
-    if 'monitor' in getattr(cli, 'COMMANDS', {}):
-        return cli.main(['monitor', *argv])
-    p = mon.add_monitor_args(argparse.ArgumentParser(prog='taxi-duration monitor'))
-    try: args = p.parse_args(list(argv))
-    except SystemExit as e: return e.code
-    try: return mon.run_monitor(args, **({'out': out} if out else {}))
-    except TaxiDurationError: return 2
+    return cli.main(['monitor', *argv])
 
 
 @pytest.fixture
