@@ -22,6 +22,15 @@ def _no_network_no_telemetry(monkeypatch):
     monkeypatch.setenv('TAXI_TLC_BASE_URL', 'http://127.0.0.1:9/unreachable')
 
 
+@pytest.fixture(scope='module', autouse=True)
+def _restore_threads():
+    "serve.create_app limits the process to one OpenMP thread: give each test module its threads back."
+    from threadpoolctl import threadpool_info, threadpool_limits
+    before = threadpool_info()
+    yield
+    threadpool_limits(before)
+
+
 @pytest.fixture
 def full_data_dir():
     "The folder with the real full 2021 green months (../shared/data); skip where it is absent."

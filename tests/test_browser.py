@@ -16,15 +16,6 @@ CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 DRIVER = shutil.which('chromedriver')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _restore_threads():
-    "create_app limits the process to one OpenMP thread: give later tests their threads back."
-    from threadpoolctl import threadpool_info, threadpool_limits
-    before = threadpool_info()
-    yield
-    threadpool_limits(before)
-
-
 def _need_chromium():
     if CHROMIUM and DRIVER: return
     msg = 'needs Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)'

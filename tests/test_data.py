@@ -1,7 +1,6 @@
 """Data loading end to end: specs, the cache, downloads from a local HTTP server, bad files."""
 import http.server
 import threading
-from pathlib import Path
 
 import pandas as pd
 import pytest

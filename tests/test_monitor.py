@@ -6,8 +6,6 @@ import socketserver
 import threading
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from taxi_duration import monitor as mon

@@ -1,5 +1,4 @@
 """The pipeline end to end: CLI, papermill steps, MLflow tracking, registry rules, failures."""
-import json
 import os
 import shutil
 import subprocess

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import requests
 
@@ -22,15 +21,6 @@ from taxi_duration.core import MODEL_NAME, TaxiDurationError
 
 ROOT = Path(__file__).resolve().parent.parent
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _restore_threads():
-    "create_app limits the process to one OpenMP thread: give later tests their threads back."
-    from threadpoolctl import threadpool_info, threadpool_limits
-    before = threadpool_info()
-    yield
-    threadpool_limits(before)
 
 
 def _with_store(uri, fn):

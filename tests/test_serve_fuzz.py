@@ -18,15 +18,6 @@ PER_EXAMPLE = 5  # requests per hypothesis example: generating them together is 
 FUZZ_PAYLOADS, VALID_PAYLOADS = 9_000, 2_000
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _restore_threads():
-    "create_app limits the process to one OpenMP thread: give later tests their threads back."
-    from threadpoolctl import threadpool_info, threadpool_limits
-    before = threadpool_info()
-    yield
-    threadpool_limits(before)
-
-
 @pytest.fixture(scope='module')
 def client(trained_store):
     old = os.environ.get('MLFLOW_TRACKING_URI')
