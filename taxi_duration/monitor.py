@@ -13,13 +13,14 @@ from .core import MODEL_NAME, TaxiDurationError, atomic_path, disable_telemetry
 from .features import RIDE_COLUMNS
 
 # %% auto #0
-__all__ = ['ZONES', 'NUMERIC', 'FEATURES', 'PREDICTION', 'TARGET', 'SCENARIOS', 'REFERENCE_DIR', 'EXIT_HEALTHY', 'EXIT_ALERT',
-           'monitor_frame', 'profile', 'rows', 'missing_share', 'numeric_drift', 'frequencies', 'zone_drift',
-           'completed_rides', 'score_rides', 'make_scenario', 'Thresholds', 'thresholds', 'drift_checks', 'performance',
-           'performance_checks', 'fired', 'reference_profiles', 'log_reference', 'read_view', 'build_reference',
-           'load_reference', 'monitor_data', 'monitoring_dir', 'alert_record', 'slack_body', 'post_webhook',
-           'raise_alert', 'render_report', 'write_outputs', 'LiveProfiler', 'read_profiles', 'merge_views',
-           'monitor_profiles', 'retrain', 'add_monitor_args', 'run_monitor']
+__all__ = ['ZONES', 'NUMERIC', 'FEATURES', 'PREDICTION', 'TARGET', 'SCENARIOS', 'REFERENCE_DIR', 'REJECTED', 'EXIT_HEALTHY',
+           'EXIT_ALERT', 'monitor_frame', 'profile', 'rows', 'missing_share', 'numeric_drift', 'frequencies',
+           'zone_drift', 'completed_rides', 'score_rides', 'make_scenario', 'Thresholds', 'thresholds', 'drift_checks',
+           'performance', 'performance_checks', 'rejected_checks', 'fired', 'reference_profiles', 'log_reference',
+           'read_view', 'build_reference', 'load_reference', 'monitor_data', 'monitoring_dir', 'alert_record',
+           'slack_body', 'post_webhook', 'raise_alert', 'render_report', 'write_outputs', 'LiveProfiler',
+           'rejected_counts', 'read_profiles', 'merge_views', 'monitor_profiles', 'retrain', 'add_monitor_args',
+           'run_monitor']
 
 # %% ../nbs/07_monitor.ipynb #8ddb96ad
 ZONES = ['PULocationID', 'DOLocationID']
@@ -181,6 +182,7 @@ class Thresholds:
     prediction_ks: float = 0.10  # KS distance of the predictions
     zone_tvd: float = 0.30       # total variation distance of either zone
     missing_rise: float = 0.01   # rise in the share of missing values of an input
+    rejected_share: float = 0.01 # share of live rides the service refused (overall, and per field named)
     rmse_ratio: float = 1.20     # RMSE / reference RMSE
     mae_ratio: float = 1.20      # MAE / reference MAE
     min_rows: int = 1000         # fewer rows: drift is not judged
@@ -261,6 +263,19 @@ def performance_checks(perf: dict, reference_metrics: dict, t: Thresholds=Thresh
     return [_check('performance', 'duration', f'{m}_ratio', perf[m] / reference_metrics[m], getattr(t, f'{m}_ratio'),
                    note + f"; {m} {perf[m]:.3f} vs reference {reference_metrics[m]:.3f}", not few)
             for m in ('rmse', 'mae')]
+
+def rejected_checks(rejected: dict,   # rides the service refused, by the field named ({} when none)
+                    answered: int,    # rides it answered (profiled)
+                    t: Thresholds=Thresholds()) -> list[dict]:
+    "The share of live rides the service refused: overall, then per field named; judged on `min_rows` rides or more."
+    refused = sum(rejected.values())
+    seen = refused + answered
+    few = seen < t.min_rows
+    share = lambda n: n / seen if seen else float('nan')
+    note = lambda n: f'{seen} rides < min_rows {t.min_rows}' if few else f'{n} of {seen} rides refused'
+    return [_check('rejected', 'any field', 'rejected_share', share(refused), t.rejected_share, note(refused), not few)] + \
+           [_check('rejected', f, 'rejected_share', share(n), t.rejected_share, note(n), not few)
+            for f, n in sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 def fired(checks: list[dict]) -> list[dict]:
     "The checks that fired."
@@ -515,7 +530,8 @@ def _figures(result) -> dict:
     w = pd.DataFrame(result['windows'])
     if len(w):
         t, when = result['thresholds'], pd.to_datetime(w['start'])
-        series = [('trip_distance_ks', t['numeric_ks']), ('prediction_ks', t['prediction_ks']), ('zone_tvd', t['zone_tvd']), ('rmse_ratio', t['rmse_ratio'])]
+        series = [('trip_distance_ks', t['numeric_ks']), ('prediction_ks', t['prediction_ks']), ('zone_tvd', t['zone_tvd']), ('rmse_ratio', t['rmse_ratio']),
+                  ('rejected_share', t['rejected_share'])]
         series = [s for s in series if s[0] in w]
         fig, axes = plt.subplots(1, len(series), figsize=(15, 3))
         for ax, (col, thr) in zip(np.atleast_1d(axes), series):
@@ -540,6 +556,10 @@ def render_report(result: dict) -> str:
     perf_txt = (f"<p>Completed rides: RMSE {perf['rmse']:.3f} min, MAE {perf['mae']:.3f} min, mean error {perf['bias']:+.3f} min "
                 f"(reference RMSE {result['reference_metrics']['rmse']:.3f}, MAE {result['reference_metrics']['mae']:.3f}).</p>"
                 if perf and perf['rows'] else '<p>No actual durations: only drift is judged.</p>')
+    rej = result.get('rejected')
+    if rej: perf_txt += (f"<p>Refused by the service's ride checks: {rej['rides']} rides of {rej['rides'] + rej['answered']}"
+                         + (f" ({rej['share']:.2%}; by field: {e(', '.join(f'{k} {v}' for k, v in rej['by_field'].items()))})" if rej['rides'] else '')
+                         + '.</p>')
     problems = ''.join(f'<li>{e(p)}</li>' for p in result.get('problems', []))
     sec = lambda title, key, text='': f"<h2>{title}</h2>{text}{figs[key]}" if key in figs else ''
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>taxi-duration monitor: {e(verdict)}</title>"
@@ -562,8 +582,11 @@ def write_outputs(result: dict, report_path) -> tuple[Path, Path]:
     return report_path, js
 
 # %% ../nbs/07_monitor.ipynb #4b563479
+REJECTED = 'rejected'  # profile metadata key: JSON {field: rides refused} of the window
+
 class LiveProfiler:
     "Profile answered rides off the request path, one whylogs profile file per time window and process."
+    MAX_FIELDS = 16  # distinct field names counted per window; beyond, counted as 'other'
     def __init__(self, directory=None,          # where profiles go; default $MONITORING_DIR
                  window_seconds: float=300,     # one profile file per window
                  batch_rows: int=1000,          # wake the thread at this many buffered rides
@@ -572,7 +595,7 @@ class LiveProfiler:
                  handle_sigterm: bool=True):
         self.directory = Path(directory) if directory else monitoring_dir()
         self.window_seconds, self.batch_rows, self.flush_seconds, self.max_rows = window_seconds, batch_rows, flush_seconds, max_rows
-        self.recorded = self.dropped = self.errors = self.files_written = 0
+        self.recorded = self.dropped = self.errors = self.files_written = self.refused = 0
         self._lock, self._work = threading.Lock(), threading.Lock()
         self._pid, self._thread, self._closed = None, None, False
         self._host = socket.gethostname().split('.')[0].replace('-', '_') or 'host'
@@ -592,16 +615,21 @@ class LiveProfiler:
     def _start(self):
         "Fresh buffers and a worker thread for this process (first ride, or first after fork)."
         self._pid, self._buffer, self._buffered, self._open, self._seq = os.getpid(), [], 0, {}, 0
+        self._rejected, self._open_rejected = {}, {}  # {(window, version): {field: rides}}: since the last flush / per open window
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name='taxi-duration-profiler', daemon=True)
         self._thread.start()
 
+    def _ensure_started(self):
+        "Start this process's thread on its first call (and again after a fork)."
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid(): self._start()
+
     def record(self, rides, predictions, model_version):
         "Buffer one answered request (list of ride dicts, their predictions, the model version): microseconds."
         try:
-            if self._pid != os.getpid():
-                with self._lock:
-                    if self._pid != os.getpid(): self._start()
+            self._ensure_started()
             if self._closed: return
             n = len(rides)
             with self._lock:
@@ -612,6 +640,22 @@ class LiveProfiler:
         except Exception: self.errors += 1
 
     __call__ = record   # so the profiler itself can be the service's on_predictions hook
+
+    def _count(self, counts: dict, field: str, n: int):
+        "Add `n` rides to `field` in `counts`, keeping at most MAX_FIELDS names ('other' takes the rest)."
+        if field not in counts and len(counts) >= self.MAX_FIELDS - 1: field = 'other'
+        counts[field] = counts.get(field, 0) + n
+
+    def rejected(self, n_rides: int, field: str, model_version):
+        "Count one request the service refused: the rides it carried and the field named (microseconds)."
+        try:
+            self._ensure_started()
+            if self._closed: return
+            key, field, n = (int(time.time() // self.window_seconds), str(model_version)), str(field)[:40], int(n_rides)
+            with self._lock:
+                self._count(self._rejected.setdefault(key, {}), field, n)
+                self.refused += n
+        except Exception: self.errors += 1
 
     def _run(self):
         "The worker thread: profile the buffer every `flush_seconds` or when it fills; write ended windows."
@@ -624,26 +668,35 @@ class LiveProfiler:
         "Profile what is buffered; write windows that ended (all of them if `final`)."
         from whylogs.core import DatasetProfile
         with self._work:
-            with self._lock: items, self._buffer, self._buffered = self._buffer, [], 0
+            with self._lock:
+                items, self._buffer, self._buffered = self._buffer, [], 0
+                rejected, self._rejected = self._rejected, {}
             groups = {}
             for ts, rides, preds, version in items:
                 key = (int(ts // self.window_seconds), version)
                 g = groups.setdefault(key, ([], []))
                 g[0].extend(rides); g[1].append(np.asarray(preds, dtype=float).reshape(-1))
-            for key, (rides, preds) in groups.items():
+            def window(key):
                 if key not in self._open:
                     start = dt.datetime.fromtimestamp(key[0] * self.window_seconds, dt.timezone.utc)
                     self._open[key] = DatasetProfile(dataset_timestamp=start, metadata={
                         'model_version': key[1], 'host': self._host, 'pid': str(self._pid), 'window_seconds': str(self.window_seconds)})
-                self._open[key].track(pandas=monitor_frame(rides, np.concatenate(preds)))
+                return self._open[key]
+            for key, (rides, preds) in groups.items():
+                window(key).track(pandas=monitor_frame(rides, np.concatenate(preds)))
+            for key, counts in rejected.items():  # a window may hold refusals only: it gets a file all the same
+                window(key); total = self._open_rejected.setdefault(key, {})
+                for f, n in counts.items(): self._count(total, f, n)
             now = int(time.time() // self.window_seconds)
-            for key in [k for k in self._open if final or k[0] < now]: self._write(key, self._open.pop(key))
+            for key in [k for k in self._open if final or k[0] < now]:
+                self._write(key, self._open.pop(key), self._open_rejected.pop(key, None))
 
-    def _write(self, key, prof):
-        "Write one window's profile atomically under a name no other process uses."
+    def _write(self, key, prof, rejected: dict|None=None):
+        "Write one window's profile (and its refusal counts) atomically under a name no other process uses."
         start = dt.datetime.fromtimestamp(key[0] * self.window_seconds, dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
         self._seq += 1
         path = self.directory/f"profile-v{key[1]}-{start}-{self._host}-{self._pid}-{self._seq}.bin"
+        if rejected: prof.metadata[REJECTED] = json.dumps(rejected, sort_keys=True)
         with atomic_path(path) as tmp: tmp.write_bytes(prof.view().serialize())
         self.files_written += 1
 
@@ -661,6 +714,15 @@ class LiveProfiler:
         except Exception: self.errors += 1
 
 # %% ../nbs/07_monitor.ipynb #ef182683
+def rejected_counts(view) -> dict:
+    "Rides the service refused in a profile's window, by field named ({} when the file has no counts)."
+    try: return {str(k): int(v) for k, v in json.loads((view.metadata or {}).get(REJECTED) or '{}').items()}
+    except (ValueError, TypeError, AttributeError): return {}
+
+def _add(totals: dict, counts: dict) -> dict:
+    for k, v in counts.items(): totals[k] = totals.get(k, 0) + v
+    return totals
+
 def read_profiles(directory) -> tuple[list[dict], list[str]]:
     "Every readable profile under `directory` (path, view, window start, model version), and the problems met."
     directory = Path(directory)
@@ -669,10 +731,12 @@ def read_profiles(directory) -> tuple[list[dict], list[str]]:
     for path in sorted(p for p in directory.rglob('*.bin') if not p.name.startswith('.')):
         try:
             view = read_view(path)
-            if not view.get_columns(): raise ValueError('no columns')
+            refused = rejected_counts(view)
+            if not view.get_columns() and not refused: raise ValueError('no columns')  # a window of refusals only has none
         except Exception as e:
             problems.append(f"{path.name}: unreadable, skipped ({type(e).__name__}: {' '.join(str(e).split())[:120]})"); continue
-        found.append(dict(path=path, view=view, start=view.dataset_timestamp, model_version=(view.metadata or {}).get('model_version')))
+        found.append(dict(path=path, view=view, start=view.dataset_timestamp, model_version=(view.metadata or {}).get('model_version'),
+                          rejected=refused))
     return found, problems
 
 def merge_views(views: list):
@@ -681,7 +745,7 @@ def merge_views(views: list):
     return reduce(lambda a, b: a.merge(b), views)
 
 def monitor_profiles(directory, reference: dict, t: Thresholds=Thresholds()) -> dict:
-    "Drift checks of the live profiles under `directory` against the reference."
+    "Drift and refused-ride checks of the live profiles under `directory` against the reference."
     found, problems = read_profiles(directory)
     mine = [f for f in found if f['model_version'] in (None, reference['version'])]
     for version in sorted({str(f['model_version']) for f in found} - {str(f['model_version']) for f in mine}):
@@ -691,14 +755,22 @@ def monitor_profiles(directory, reference: dict, t: Thresholds=Thresholds()) -> 
         raise TaxiDurationError(f"no readable profiles of {reference['name']} version {reference['version']} under {directory}"
                                 + (f" ({len(problems)} problem(s): {problems[0]})" if problems else ''))
     current = merge_views([f['view'] for f in mine])
+    refused = {}
+    for f in mine: _add(refused, f['rejected'])
     by_window = {}
-    for f in mine: by_window.setdefault(f['start'], []).append(f['view'])
-    windows = [dict(start=str(k), files=len(v), **_window_stats(reference, merge_views(v)))
-               for k, v in sorted(by_window.items(), key=lambda kv: str(kv[0]))]
-    return _result('profiles', directory, reference, t, current, drift_checks(reference, current, t), windows,
-                   problems=problems, files=len(mine))
+    for f in mine: by_window.setdefault(f['start'], []).append(f)
+    windows = []
+    for k, fs in sorted(by_window.items(), key=lambda kv: str(kv[0])):
+        view, n = merge_views([f['view'] for f in fs]), sum(sum(f['rejected'].values()) for f in fs)
+        stats = _window_stats(reference, view)
+        windows.append(dict(start=str(k), files=len(fs), **stats, rejected=n,
+                            rejected_share=n / (n + stats['rows']) if n + stats['rows'] else float('nan')))
+    answered, n = rows(current), sum(refused.values())
+    checks = drift_checks(reference, current, t) + rejected_checks(refused, answered, t)
+    return _result('profiles', directory, reference, t, current, checks, windows, problems=problems, files=len(mine),
+                   rejected=dict(rides=n, answered=answered, share=n / (n + answered) if n + answered else None, by_field=refused))
 
-# %% ../nbs/07_monitor.ipynb #91dbdec9
+# %% ../nbs/07_monitor.ipynb #e67c8e9e
 def retrain(frame_or_source,             # the batch that fired (a DataFrame of raw rides, a path or a spec)
             validation_data=None,        # a path or spec to validate on; default: the batch's last 25 %
             model_name: str=MODEL_NAME, work_dir=None, log=print, **pipeline_kw) -> dict:
@@ -722,7 +794,7 @@ def retrain(frame_or_source,             # the batch that fired (a DataFrame of 
     log(f"retraining on {paths['train']} ({len(parts['train'])} rides), validating on {val}")
     return run_pipeline(str(paths['train']), val, model_name=model_name, log=log, **pipeline_kw)
 
-# %% ../nbs/07_monitor.ipynb #e67c8e9e
+# %% ../nbs/07_monitor.ipynb #d025ea1c
 EXIT_HEALTHY, EXIT_ALERT = 0, 3
 
 def add_monitor_args(p):
@@ -760,6 +832,10 @@ def run_monitor(a, out=print) -> int:
     html_path, json_path = write_outputs(result, a.report or monitoring_dir()/'reports'/f'monitor-{stamp}.html')
     out(f"model:   {result['model_name']} version {result['model_version']} (reference run {result['model_run_id']})")
     out(f"data:    {result['kind']} {result['source']}: {result['rows']} rides")
+    if result.get('rejected', {}).get('rides'):
+        r = result['rejected']
+        out(f"refused: {r['rides']} rides by the service's ride checks ({r['share']:.2%}): "
+            + ', '.join(f'{k} {v}' for k, v in r['by_field'].items()))
     for p in result.get('problems', []): out(f"problem: {p}")
     for c in result['checks']:
         out(f"  {c['status']:<7} {c['check']:<11} {c['column']:<15} {c['statistic']:<12} {c['value']!s:>8} "

@@ -17,11 +17,11 @@ from .features import RIDE_COLUMNS
 
 # %% auto #0
 __all__ = ['MAX_RIDES', 'MAX_BODY_BYTES', 'ZONE_MIN', 'ZONE_MAX', 'MAX_TRIP_MILES', 'PICKUP_YEARS', 'NYC', 'DEFAULT_URI', 'log',
-           'STATIC', 'APP_LOAD_ERROR', 'check_zone', 'check_distance', 'now_nyc', 'check_pickup', 'check_ride_id',
-           'Ride', 'check_ride', 'check_rides', 'decode_body', 'Served', 'resolve_uri', 'load_served', 'Champion',
-           'answer', 'zone_table', 'create_app', 'app_or_exit', 'listen_address', 'run', 'run_or_exit', 'read_rides',
-           'ride_id_prefix', 'predict_frame', 'score_frame', 'output_kind', 'write_predictions', 'score_data',
-           'add_score_args', 'run_score']
+           'RIDE_FIELDS', 'STATIC', 'APP_LOAD_ERROR', 'check_zone', 'check_distance', 'now_nyc', 'check_pickup',
+           'check_ride_id', 'Ride', 'check_ride', 'check_rides', 'decode_body', 'Served', 'resolve_uri', 'load_served',
+           'Champion', 'rejected_field', 'rides_carried', 'answer', 'zone_table', 'create_app', 'app_or_exit',
+           'listen_address', 'run', 'run_or_exit', 'read_rides', 'ride_id_prefix', 'predict_frame', 'score_frame',
+           'output_kind', 'write_predictions', 'score_data', 'add_score_args', 'run_score']
 
 # %% ../nbs/06_serve.ipynb #b474a477
 MAX_RIDES = 1000          # rides in one request
@@ -221,6 +221,19 @@ class Champion:
         self._stop.set(); self._pid = None
 
 # %% ../nbs/06_serve.ipynb #845450ce
+RIDE_FIELDS = ('PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime', 'ride_id')
+_FIELD = re.compile(rf"^(?:ride \d+: )?(?:missing fields? )?({'|'.join(RIDE_FIELDS)})\b")
+
+def rejected_field(message: str) -> str:
+    "The ride field a ride check's error names (the first, if several are missing), else 'other'."
+    m = _FIELD.match(message)
+    return m[1] if m else 'other'
+
+def rides_carried(payload) -> int:
+    "How many rides a request body carried: a list's length, else 1."
+    return len(payload) if isinstance(payload, list) else 1
+
+# %% ../nbs/06_serve.ipynb #c1c19530
 STATIC = Path(taxi_duration.__file__).parent/'static'  # the page, shipped with the package
 _REASONS = {404: 'no such endpoint: use POST /predict, GET /health or GET /',
             405: 'method not allowed here: use POST /predict, GET /health or GET /',
@@ -248,7 +261,7 @@ def _setup_logging():
         h.setFormatter(logging.Formatter('[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s', '%Y-%m-%d %H:%M:%S %z'))
         log.addHandler(h); log.setLevel(logging.INFO); log.propagate = False
 
-# %% ../nbs/06_serve.ipynb #50e2e4ab
+# %% ../nbs/06_serve.ipynb #d81aadda
 def answer(rides: list[Ride], predictions, version: str) -> list[dict]:
     "The answer for each ride: minutes, model version, pickup time used, and the ride's ID if given."
     out = []
@@ -268,11 +281,12 @@ def zone_table() -> dict:
                                                z.loc[z.Borough == b, ['LocationID', 'Zone']].itertuples(index=False)]}
                          for b in names]}
 
-# %% ../nbs/06_serve.ipynb #c1c19530
+# %% ../nbs/06_serve.ipynb #8da4157a
 def create_app(model_uri: str|None=None,        # default $MODEL_URI, else models:/taxi-duration@champion
                refresh_seconds: float|None=None, # alias check period; default $REFRESH_SECONDS, else 30 (0: never)
                on_predictions=None,              # callback(rides, predictions, model_version) after each answer
-               threads: int|None=1) -> Flask:    # OpenMP threads in this process (None: leave as is)
+               threads: int|None=1,              # OpenMP threads in this process (None: leave as is)
+               on_rejected=None) -> Flask:       # callback(n_rides, field, model_version) when the ride checks refuse a request; default: on_predictions.rejected
     "The Flask app serving the model; raises TaxiDurationError when there is none to serve."
     _setup_logging(); _limit_threads(threads)
     model_uri = model_uri or os.environ.get('MODEL_URI') or DEFAULT_URI
@@ -284,8 +298,14 @@ def create_app(model_uri: str|None=None,        # default $MODEL_URI, else model
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False)
     app.debug = False  # whatever FLASK_DEBUG says: the debugger would run code sent to it
     app.extensions['taxi_duration'] = holder
-    hook_failures = [0]
+    if on_rejected is None: on_rejected = getattr(on_predictions, 'rejected', None)
+    hook_failures = {'on_predictions': 0, 'on_rejected': 0}
     zones_json = json.dumps(zone_table())
+
+    def _hook_failed(name: str):
+        hook_failures[name] += 1
+        n = hook_failures[name]
+        if n in (1, 10, 100) or n % 1000 == 0: log.exception(f'{name} failed ({n} times so far); the answers were sent anyway')
 
     @app.before_request
     def _watch(): holder.ensure_watching()
@@ -294,17 +314,20 @@ def create_app(model_uri: str|None=None,        # default $MODEL_URI, else model
     def predict():
         if not request.is_json:
             return _json({'error': f'send the ride as JSON with Content-Type: application/json (got {(request.mimetype or "none")[:60]})'}, 415)
-        rides, many = check_rides(decode_body(_read_body()))
+        payload = decode_body(_read_body())
+        try: rides, many = check_rides(payload)
+        except TaxiDurationError as e:  # a 400 for the rides' content: count it for monitoring, then answer it
+            if on_rejected is not None:
+                try: on_rejected(rides_carried(payload), rejected_field(str(e)), holder.current.version)
+                except Exception: _hook_failed('on_rejected')
+            raise
         served = holder.current  # read once: one model, one version for the whole request
         X = [r.ride for r in rides]
         predictions = served.model.predict(X)
         answers = answer(rides, predictions, served.version)
         if on_predictions is not None:
             try: on_predictions(X, predictions, served.version)
-            except Exception:
-                hook_failures[0] += 1
-                if hook_failures[0] in (1, 10, 100) or hook_failures[0] % 1000 == 0:
-                    log.exception(f'on_predictions failed ({hook_failures[0]} times so far); the answers were sent anyway')
+            except Exception: _hook_failed('on_predictions')
         resp = _json(answers if many else answers[0])
         resp.headers['X-Model-Version'] = served.version
         return resp
@@ -349,7 +372,7 @@ def create_app(model_uri: str|None=None,        # default $MODEL_URI, else model
 
     return app
 
-# %% ../nbs/06_serve.ipynb #a0ffcb93
+# %% ../nbs/06_serve.ipynb #4163cf97
 APP_LOAD_ERROR = 4  # gunicorn halts (instead of respawning workers) when a worker exits with this
 
 def app_or_exit(**kwargs) -> Flask:
@@ -386,7 +409,7 @@ def run_or_exit(app: Flask, host: str|None=None, port=None):
         print(f"taxi-duration serve: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         raise SystemExit(2)
 
-# %% ../nbs/06_serve.ipynb #3bff8f75
+# %% ../nbs/06_serve.ipynb #100d45ac
 def _pick(names, column: str) -> str|None:
     "The file's name for one of our columns (green lpep_, yellow tpep_, or bare), or None."
     return next((p + column for p in ('lpep_', 'tpep_', '') if p + column in names), None)
@@ -413,7 +436,7 @@ def ride_id_prefix(path: Path) -> str:
     m = re.search(r'_(\d{4})-(\d{2})(\.sample)?\.', Path(path).name)
     return f'{m[1]}/{m[2]}' + ('-sample' if m[3] else '') if m else Path(path).name.split('.')[0]
 
-# %% ../nbs/06_serve.ipynb #4163cf97
+# %% ../nbs/06_serve.ipynb #94596049
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
@@ -444,7 +467,7 @@ def score_frame(served: Served, rides: pd.DataFrame, prefix: str) -> tuple[pd.Da
     out['model_version'] = served.version
     return out, seconds
 
-# %% ../nbs/06_serve.ipynb #958416de
+# %% ../nbs/06_serve.ipynb #1bd09ed0
 def output_kind(output) -> str:
     "'parquet' or 'csv', from the output file's name."
     name = Path(output).name.lower()
@@ -473,7 +496,7 @@ def score_data(source: str, model_uri: str|None=None) -> tuple[pd.DataFrame, dic
                      model_version=served.version, seconds=seconds,
                      rmse_1_60=float(np.sqrt((err[usual] ** 2).mean())) if usual.any() else None, rides_1_60=int(usual.sum()))
 
-# %% ../nbs/06_serve.ipynb #a1750ccb
+# %% ../nbs/06_serve.ipynb #36be5475
 def add_score_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Add the arguments of `taxi-duration score` to `p`."
     p.add_argument('--data', required=True, help='rides to score: a path (parquet/csv) or a spec like green:2021-03')

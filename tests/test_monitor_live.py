@@ -230,3 +230,51 @@ def test_a_few_hours_of_traffic_are_not_judged(env, reference, model, raw_march,
     assert all('min_days' in c['note'] for c in res['checks'] if c['check'] in ('drift', 'prediction'))
     strict = mon.monitor_profiles(tmp_path / 'p', reference, mon.thresholds(['min_days=0']))
     assert not strict['healthy']  # judged anyway, it would have raised false alarms
+
+
+def test_refused_rides_fire_through_the_service(env, tmp_path):
+    """A feed that starts sending 5 % of its rides without trip_distance, through the real app: those
+    rides get a 400, so no missing value ever reaches a profile (`missing_rise` cannot see it); the
+    service reports the refusals to the profiler and `rejected_share` fires. The same traffic with every
+    ride intact stays quiet — though not at 0: the sample holds one 60,382-mile ride, which the service
+    rightly refuses. One ride per request, as the page and most clients send them; the shipped March
+    sample (3,817 rides over a month) is above min_rows, so the check is judged, not skipped."""
+    from taxi_duration import cli, serve
+    from taxi_duration.data import load
+    frame, _ = load('sample:green:2021-03')
+    rides = [dict(r, pickup_datetime=r['pickup_datetime'].isoformat()) for r in frame[RIDE_COLUMNS].to_dict('records')]
+    assert len(rides) >= mon.Thresholds().min_rows
+    cut = np.random.default_rng(0).random(len(rides)) < 0.05
+    results, refused_intact = {}, None
+    for case in ('healthy', 'broken'):
+        d = tmp_path / case
+        prof = mon.LiveProfiler(d / 'profiles', window_seconds=3600, handle_sigterm=False)
+        client = serve.create_app(refresh_seconds=0, on_predictions=prof).test_client()
+        codes = []
+        for ride, bad in zip(rides, cut):
+            if case == 'broken' and bad: ride = {k: v for k, v in ride.items() if k != 'trip_distance'}
+            codes.append(client.post('/predict', json=ride).status_code)
+        prof.close()
+        refused = int(sum(c == 400 for c in codes))
+        assert set(codes) <= {200, 400} and prof.errors == 0
+        if case == 'healthy': refused_intact = np.array(codes) == 400
+        expected = refused_intact | cut if case == 'broken' else refused_intact
+        assert prof.refused == refused == int(expected.sum())
+        assert prof.recorded == len(rides) - refused
+        code = cli.main(['monitor', '--profiles', str(d / 'profiles'), '--report', str(d / 'r.html'),
+                         '--alerts-log', str(d / 'alerts.jsonl'), '--webhook-url', ''])
+        summary = json.loads((d / 'r.json').read_text())
+        checks = {c['column']: c for c in summary['checks'] if c['check'] == 'rejected'}
+        assert checks['any field']['status'] != 'skipped' and summary['rows'] == len(rides) - refused
+        results[case] = dict(code=code, share=summary['rejected']['share'], checks=checks, summary=summary)
+    healthy, broken = results['healthy'], results['broken']
+    assert refused_intact.sum() <= 2 and healthy['share'] < 0.001  # real typos only (60,382 miles)
+    assert healthy['code'] == 0 and healthy['checks']['any field']['status'] == 'ok'
+    assert broken['code'] == 3 and 0.04 < broken['share'] < 0.06
+    assert broken['summary']['rejected']['by_field'] == {'trip_distance': int((refused_intact | cut).sum())}
+    assert {('rejected', 'any field'), ('rejected', 'trip_distance')} <= {(a['check'], a['column']) for a in broken['summary']['alerts']}
+    assert not [a for a in broken['summary']['alerts'] if a['check'] == 'missing']  # the answered rides have no gaps
+    [alert] = [json.loads(line) for line in (tmp_path / 'broken' / 'alerts.jsonl').read_text().splitlines()]
+    assert any(f['statistic'] == 'rejected_share' and f['column'] == 'trip_distance' for f in alert['fired'])
+    print(f"\nrejected_share: healthy {healthy['share']:.5f} ({int(refused_intact.sum())} of {len(rides)}), "
+          f"broken {broken['share']:.4f} ({int((refused_intact | cut).sum())} of {len(rides)})")
