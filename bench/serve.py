@@ -5,7 +5,7 @@
 
 In one run, with the same model (a registered champion) and the same load (`wrk`, Debian package
 `wrk`, bounded runs against 127.0.0.1), it compares
-  * ours:   gunicorn -w 2 app:app
+  * ours:   gunicorn -w 2 app:app (as shipped, live whylogs monitoring included)
   * mlflow: mlflow models serve -m models:/taxi-duration@champion --env-manager local -w 2
   * mlflow with OMP_NUM_THREADS=1 (the same one-thread-per-worker setting ours uses), for reference
 one server at a time, and prints req/s, p50/p99 latency, errors and the ratio (target: >= 5x
@@ -114,7 +114,8 @@ def main():
         tmp = Path(tmp)
         uri = champion_store(tmp, data_dir)
         os.environ['MLFLOW_TRACKING_URI'] = uri
-        env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # mlflow runs `uvicorn`
+        env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow runs `uvicorn`
+                   MONITORING_DIR=str(tmp / 'monitoring'))  # ours runs as shipped: live whylogs profiling on
         configs = [
             ('ours: gunicorn -w 2 app:app', [str(BIN / 'gunicorn'), '-w', '2', '-b', '127.0.0.1:{port}', 'app:app'], env,
              '/health', '/predict', RIDE),
