@@ -75,6 +75,15 @@ def trained_store(tmp_path_factory):
     return dict(res, tracking_uri=uri, full=full)
 
 
+@pytest.fixture(scope='module')
+def champion_app(trained_store):
+    "The Flask app serving the session's champion (built with MLFLOW_TRACKING_URI pointed at its store)."
+    from taxi_duration import serve
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', trained_store['tracking_uri'])
+        return serve.create_app(refresh_seconds=0)
+
+
 @pytest.fixture
 def champion_env(trained_store, monkeypatch):
     "The environment pointed at the session's trained store (MLFLOW_TRACKING_URI set)."

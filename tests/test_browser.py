@@ -24,18 +24,12 @@ def _need_chromium():
 
 
 @pytest.fixture(scope='module')
-def server(trained_store):
+def server(champion_app):
     "The app on a free loopback port, in a thread; its URL."
     from werkzeug.serving import make_server
-    old = os.environ.get('MLFLOW_TRACKING_URI')
-    os.environ['MLFLOW_TRACKING_URI'] = trained_store['tracking_uri']
-    try: app = serve.create_app(refresh_seconds=0)
-    finally:
-        if old is None: os.environ.pop('MLFLOW_TRACKING_URI', None)
-        else: os.environ['MLFLOW_TRACKING_URI'] = old
-    srv = make_server('127.0.0.1', 0, app, threaded=True)
+    srv = make_server('127.0.0.1', 0, champion_app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield dict(url=f'http://127.0.0.1:{srv.port}', app=app)
+    yield dict(url=f'http://127.0.0.1:{srv.port}', app=champion_app)
     srv.shutdown()
 
 

@@ -34,8 +34,8 @@ def _with_store(uri, fn):
 
 
 @pytest.fixture(scope='module')
-def app(trained_store):
-    return _with_store(trained_store['tracking_uri'], lambda: serve.create_app(refresh_seconds=0))
+def app(champion_app):
+    return champion_app
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ answering afterwards. Flask's test client (no socket) keeps this to well under a
 import datetime as dt
 import json
 import math
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -19,14 +18,8 @@ FUZZ_PAYLOADS, VALID_PAYLOADS = 9_000, 2_000
 
 
 @pytest.fixture(scope='module')
-def client(trained_store):
-    old = os.environ.get('MLFLOW_TRACKING_URI')
-    os.environ['MLFLOW_TRACKING_URI'] = trained_store['tracking_uri']
-    try: app = serve.create_app(refresh_seconds=0)
-    finally:
-        if old is None: os.environ.pop('MLFLOW_TRACKING_URI', None)
-        else: os.environ['MLFLOW_TRACKING_URI'] = old
-    return app.test_client()
+def client(champion_app):
+    return champion_app.test_client()
 
 
 # values a client might send for each field: valid ones, near misses, and nonsense
