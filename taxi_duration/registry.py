@@ -81,6 +81,15 @@ def register(candidate: dict,            # run_id, model_uri, rmse, ... from the
             'data_is_sample': str(any(p['sample'] for p in provenance.values())).lower()}
     mv = mlflow.register_model(candidate['model_uri'], name, tags=tags)
     c.set_registered_model_alias(name, 'challenger', mv.version)
+    latest = champion(name)
+    if getattr(latest, 'version', None) != getattr(current, 'version', None):
+        # another pipeline promoted a model while this one was measuring: judge against that one
+        current = latest
+        try:
+            champ_rmse, how = champion_rmse(current, validation, val_sha, name) if current else (None, '')
+            promote, reason = decide(m['rmse'], champ_rmse)
+        except TaxiDurationError as e:
+            promote, reason = False, f'the champion changed meanwhile and cannot be compared: {e}'
     if promote: c.set_registered_model_alias(name, 'champion', mv.version)
     out = dict(version=str(mv.version), promoted=promote, reason=reason, rmse=m['rmse'], mae=m['mae'], r2=m['r2'],
                champion_version=str(current.version) if current else None, champion_rmse=champ_rmse, champion_rmse_how=how)
