@@ -113,33 +113,36 @@ COLUMNS = ['pickup_datetime', 'dropoff_datetime', 'PULocationID', 'DOLocationID'
 NYC = 'America/New_York'  # the time zone of every TLC timestamp
 _PREFIXES = ('lpep_', 'tpep_', '')
 
-def _column_map(names) -> dict:
-    "Map a file's column names to ours; raise naming what is missing."
+def _column_map(names, required=COLUMNS) -> dict:
+    "Map a file's column names to ours (those it has); raise naming the required ones it lacks."
     found = {}
     for ours in COLUMNS:
         for p in _PREFIXES:
             if p + ours in names: found[p + ours] = ours; break
-    missing = [c for c in COLUMNS if c not in found.values()]
+    missing = [c for c in required if c not in found.values()]
     if missing:
         raise TaxiDurationError(f"not a TLC green/yellow trip file: missing column(s) {', '.join(missing)}")
     return found
 
-def read_trips(path: Path) -> pd.DataFrame:
+def read_trips(path: Path,
+               required=COLUMNS  # columns the file must have; the others of COLUMNS are read when present
+              ) -> pd.DataFrame:
     "Read a trip file's columns we use, with normalised names and types."
     path = Path(path)
     try:
         if str(path).lower().endswith('.parquet'):
-            cmap = _column_map(pq.read_schema(path).names)
+            cmap = _column_map(pq.read_schema(path).names, required)
             df = pd.read_parquet(path, columns=list(cmap))
         else:
-            cmap = _column_map(pd.read_csv(path, nrows=0).columns)
+            cmap = _column_map(pd.read_csv(path, nrows=0).columns, required)
             df = pd.read_csv(path, usecols=list(cmap))
     except TaxiDurationError as e: raise TaxiDurationError(f"{path}: {e}") from None
     except Exception as e:
         raise TaxiDurationError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    df = df.rename(columns=cmap)[COLUMNS]
+    df = df.rename(columns=cmap)[[c for c in COLUMNS if c in cmap.values()]]
     try:
         for c in ('pickup_datetime', 'dropoff_datetime'):
+            if c not in df: continue
             df[c] = pd.to_datetime(df[c])
             # TLC times are New York wall-clock times; a file with offsets is brought back to them
             if df[c].dt.tz is not None: df[c] = df[c].dt.tz_convert(NYC).dt.tz_localize(None)

@@ -410,26 +410,10 @@ def run_or_exit(app: Flask, host: str|None=None, port=None):
         raise SystemExit(2)
 
 # %% ../nbs/06_serve.ipynb #100d45ac
-def _pick(names, column: str) -> str|None:
-    "The file's name for one of our columns (green lpep_, yellow tpep_, or bare), or None."
-    return next((p + column for p in ('lpep_', 'tpep_', '') if p + column in names), None)
-
 def read_rides(path: Path) -> pd.DataFrame:
     "The rides of a TLC-like file with their row number as index; drop-off times when it has them."
-    import pyarrow.parquet as pq
     from taxi_duration.data import read_trips
-    path = Path(path)
-    try: names = pq.read_schema(path).names if path.suffix.lower() == '.parquet' else list(pd.read_csv(path, nrows=0).columns)
-    except Exception as e: raise TaxiDurationError(f'cannot read {path}: {type(e).__name__}: {str(e)[:120]}') from None
-    if _pick(names, 'dropoff_datetime'): return read_trips(path)
-    cols = {_pick(names, c): c for c in RIDE_COLUMNS}
-    if None in cols: raise TaxiDurationError(f"{path}: missing column(s) {', '.join(c for c in RIDE_COLUMNS if not _pick(names, c))}")
-    df = (pd.read_parquet(path, columns=list(cols)) if path.suffix.lower() == '.parquet' else pd.read_csv(path, usecols=list(cols))).rename(columns=cols)
-    try:
-        df['pickup_datetime'] = pd.to_datetime(df['pickup_datetime'])
-        for c in ('PULocationID', 'DOLocationID', 'trip_distance'): df[c] = pd.to_numeric(df[c])
-    except (ValueError, TypeError) as e: raise TaxiDurationError(f'{path}: a column has values of the wrong type ({e})') from None
-    return df
+    return read_trips(path, required=RIDE_COLUMNS)  # the request's fields; the drop-off time is optional
 
 def ride_id_prefix(path: Path) -> str:
     "`YYYY/MM` from a TLC file name (`-sample` appended for a shipped sample), else the file's stem."
