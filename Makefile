@@ -4,7 +4,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3.10 python3; do command 
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Data specs resolve here; a checkout with ../shared/data beside it (CI, the developers) uses that copy.
-TAXI_DATA_DIR ?= $(if $(wildcard ../shared/data/green_tripdata_2021-01.parquet),../shared/data,data)
+TAXI_DATA_DIR ?= $(if $(wildcard ../shared/data/green_tripdata_2021-01.parquet),$(abspath ../shared/data),$(abspath data))
 export TAXI_DATA_DIR
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true

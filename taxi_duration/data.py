@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 from .core import TaxiDurationError, atomic_path
 
 # %% auto #0
-__all__ = ['SERVICES', 'TLC_BASE_URL', 'ASSETS', 'SUPPORTED_SUFFIXES', 'COLUMNS', 'NYC', 'MIN_TRAIN_ROWS', 'parse_spec',
-           'DownloadUnavailable', 'data_dir', 'download', 'resolve', 'sample_specs', 'read_trips', 'prepare', 'sha256',
-           'load', 'make_sample', 'zones']
+__all__ = ['SERVICES', 'TLC_BASE_URL', 'ASSETS', 'SUPPORTED_SUFFIXES', 'COLUMNS', 'NYC', 'MIN_MINUTES', 'MAX_MINUTES',
+           'MIN_TRAIN_ROWS', 'parse_spec', 'DownloadUnavailable', 'data_dir', 'download', 'resolve', 'sample_specs',
+           'read_trips', 'ride_minutes', 'prepare', 'sha256', 'load', 'make_sample', 'zones']
 
 # %% ../nbs/01_data.ipynb #1ed3547d
 SERVICES = {'green': (2013, 8), 'yellow': (2009, 1)}  # service -> first published (year, month)
@@ -150,6 +150,13 @@ def read_trips(path: Path,
     except (ValueError, TypeError) as e:
         raise TaxiDurationError(f"{path}: a column has values of the wrong type ({e})") from None
     return df
+
+# %% ../nbs/01_data.ipynb #1ef96ae3
+MIN_MINUTES, MAX_MINUTES = 1, 60  # the rides the model is for (temporary: replaced by the data helper's version)
+
+def ride_minutes(frame: pd.DataFrame) -> pd.Series:
+    "Ride duration in minutes, from `pickup_datetime` and `dropoff_datetime`."
+    return (frame.dropoff_datetime - frame.pickup_datetime).dt.total_seconds() / 60
 
 # %% ../nbs/01_data.ipynb #39e14582
 def prepare(df: pd.DataFrame,    # raw trips with our column names
