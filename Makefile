@@ -32,9 +32,9 @@ run: pipeline serve
 pipeline: install
 	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --fallback-sample
 
-## serve the champion with 2 gunicorn workers on $(HOST):$(PORT); live profiles go to $MONITORING_DIR (./monitoring)
+## serve the champion with gunicorn (2 threaded workers: serve.GUNICORN_ARGS) on $(HOST):$(PORT); live profiles go to $MONITORING_DIR (./monitoring)
 serve: install
-	$(BIN)/gunicorn -w 2 -b $(HOST):$(PORT) app:app
+	$(BIN)/gunicorn $$($(BIN)/python -c 'from taxi_duration.serve import GUNICORN_ARGS; print(GUNICORN_ARGS)') -b $(HOST):$(PORT) app:app
 
 ## check a later month against the champion (exit 3 when an alert fires)
 monitor: install
