@@ -14,13 +14,13 @@ FULL_MONTHS = [SHARED_DATA / f'green_tripdata_2021-0{m}.parquet' for m in (1, 2,
 
 
 @pytest.fixture(autouse=True)
-def _no_network_no_telemetry(monkeypatch, tmp_path):
+def _no_network_no_telemetry(monkeypatch, tmp_path_factory):
     "Every test: telemetry off, no TLC download (a spec that is not cached fails fast), a private model cache."
     monkeypatch.setenv('MLFLOW_DISABLE_TELEMETRY', 'true')
     monkeypatch.setenv('DO_NOT_TRACK', 'true')
     monkeypatch.setenv('WHYLOGS_NO_ANALYTICS', '1')
     monkeypatch.setenv('TAXI_TLC_BASE_URL', 'http://127.0.0.1:9/unreachable')
-    monkeypatch.setenv('MODEL_CACHE_DIR', str(tmp_path / 'model-cache'))
+    monkeypatch.setenv('MODEL_CACHE_DIR', str(tmp_path_factory.mktemp('model-cache')))
     if not os.environ.get('TAXI_DATA_DIR') and all(p.exists() for p in FULL_MONTHS):
         monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
 
