@@ -26,11 +26,11 @@ $(VENV)/.installed: setup.py settings.ini
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-## train on the default months, register, promote (falls back to the shipped sample, loudly, without network), then serve
+## train on the default months (downloaded into $(TAXI_DATA_DIR) when missing; offline, one line says where to put them), register, promote, then serve
 run: pipeline serve
 
 pipeline: install
-	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --fallback-sample
+	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL)
 
 ## serve the champion with 2 gunicorn workers on $(HOST):$(PORT); live profiles go to $MONITORING_DIR (./monitoring)
 serve: install
