@@ -3,8 +3,9 @@
 PYTHON ?= $(shell for p in python3.12 python3.11 python3.10 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,10) <= sys.version_info[:2] <= (3,12))' 2>/dev/null && echo $$p && break; done)
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Data specs resolve here; a checkout with ../shared/data beside it (CI, the developers) uses that copy.
-TAXI_DATA_DIR ?= $(if $(wildcard ../shared/data/green_tripdata_2021-01.parquet),../shared/data,data)
+# Data specs resolve here (absolute: notebook tests run from nbs/); a checkout with ../shared/data beside it
+# (CI, the developers) uses that copy. Missing months are downloaded from the TLC into this folder.
+TAXI_DATA_DIR ?= $(abspath $(if $(wildcard ../shared/data/green_tripdata_2021-01.parquet),../shared/data,data))
 export TAXI_DATA_DIR
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true

@@ -22,9 +22,15 @@ NO_DATA = (f'needs the real TLC months in {SHARED_DATA} (CI and developer machin
            'the repository carries no TLC data)')
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='session', autouse=True)
 def _sample_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp('samples')
+    """For the whole session (module fixtures included): `sample:` specs are drawn into a temp folder
+    (never into the read-only shared data), and specs resolve to ../shared/data when it is there."""
+    d = tmp_path_factory.mktemp('samples')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('TAXI_SAMPLE_DIR', str(d))
+        if have_real_months() and not os.environ.get('TAXI_DATA_DIR'): mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+        yield d
 
 
 @pytest.fixture(autouse=True)
