@@ -3,8 +3,9 @@
 A cloudpickle "model" whose unpickling writes a marker file is registered and given @champion;
 through the real entry points — `taxi-duration score`, `registry.load_model`, gunicorn `app:app`
 with two workers following the alias — it is refused, the marker never appears, and the service
-keeps serving the good version. Needs a slice of a real month to train the good model: skipped
-(saying why) without ../shared/data.
+keeps serving the good version. The hostile models are fitted on hand-made rows, so those tests run
+on a fresh clone; the service test trains its good model on a slice of a real month (skipped, saying
+why, without ../shared/data).
 """
 import os
 import socket
@@ -22,39 +23,60 @@ from taxi_duration.core import TaxiDurationError, modified_env
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
 
 
+def hand_made_rides(n: int = 200):
+    "A few hand-made rides (not TLC data) with a duration: enough to fit the attacker's toy models."
+    import numpy as np
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    pickup = pd.Timestamp('2021-03-01') + pd.to_timedelta(rng.integers(0, 86400 * 28, n), unit='s')
+    d = rng.uniform(0.5, 10, n)
+    return pd.DataFrame({'PULocationID': rng.integers(1, 266, n), 'DOLocationID': rng.integers(1, 266, n),
+                         'trip_distance': d, 'pickup_datetime': pickup, 'duration': 3 + 3 * d})
+
+
+@pytest.fixture(scope='module')
+def hostile(tmp_path_factory):
+    "A store with v1 cloudpickle evil (@evil, @champion) and v2 skops with a type we do not trust (@untrusted)."
+    tmp = tmp_path_factory.mktemp('hostile')
+    uri, marker = new_store(tmp), tmp / 'PWNED'
+    with modified_env(MLFLOW_TRACKING_URI=uri):
+        evil = _models.register(_models.log_evil(marker), alias='evil')
+        _models.move_alias(evil)
+        untrusted = _models.register(_models.log_untrusted_skops(hand_made_rides()), alias='untrusted')
+    assert not marker.exists()
+    return dict(uri=uri, marker=marker, evil=evil, untrusted=untrusted, tmp=tmp)
+
+
 @pytest.fixture(scope='module')
 def store(tmp_path_factory):
-    "A store with v1 good (@champion), v2 cloudpickle evil, v3 skops with a type we do not trust."
+    "A store with v1 good (@champion, trained on a slice of a real month) and v2 cloudpickle evil (@evil)."
     if not have_real_months(1): pytest.skip(NO_DATA)
     from conftest import SHARED_DATA
     tmp = tmp_path_factory.mktemp('safe')
     uri, marker = new_store(tmp), tmp / 'PWNED'
     with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_DATA_DIR=str(SHARED_DATA)):
-        rides = _models.real_rides('01', 3000)
-        good = _models.register(_models.log_good(rides))
+        good = _models.register(_models.log_good(_models.real_rides('01', 3000)))
         evil = _models.register(_models.log_evil(marker), alias='evil')
-        untrusted = _models.register(_models.log_untrusted_skops(rides), alias='untrusted')
-        _models.move_alias(good)
     assert not marker.exists()
-    return dict(uri=uri, marker=marker, good=good, evil=evil, untrusted=untrusted, tmp=tmp)
+    return dict(uri=uri, marker=marker, good=good, evil=evil, tmp=tmp)
 
 
-def test_load_model_refuses_cloudpickle(store, monkeypatch):
+def test_load_model_refuses_cloudpickle(hostile, monkeypatch):
     from taxi_duration.registry import load_model
-    monkeypatch.setenv('MLFLOW_TRACKING_URI', store['uri'])
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', hostile['uri'])
     with pytest.raises(TaxiDurationError, match="serialization format 'cloudpickle'"):
-        load_model(f"models:/taxi-duration/{store['evil']}")
+        load_model(f"models:/taxi-duration/{hostile['evil']}")
     with pytest.raises(TaxiDurationError, match='cloudpickle'):
         load_model('models:/taxi-duration@evil')
-    assert not store['marker'].exists()
+    assert not hostile['marker'].exists()
 
 
-def test_load_model_refuses_types_the_project_does_not_trust(store, monkeypatch):
+def test_load_model_refuses_types_the_project_does_not_trust(hostile, monkeypatch):
     "The MLmodel file vouches for `_models.own_type`; only train.SKOPS_TRUSTED counts."
     from taxi_duration.registry import load_model
-    monkeypatch.setenv('MLFLOW_TRACKING_URI', store['uri'])
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', hostile['uri'])
     with pytest.raises(TaxiDurationError, match='untrusted types in the skops file: _models.own_type'):
-        load_model(f"models:/taxi-duration/{store['untrusted']}")
+        load_model(f"models:/taxi-duration/{hostile['untrusted']}")
 
 
 def test_load_model_loads_the_good_one_and_turns_mlflow_pickle_off(store, monkeypatch):
@@ -71,18 +93,18 @@ def test_load_model_loads_the_good_one_and_turns_mlflow_pickle_off(store, monkey
     assert not store['marker'].exists()
 
 
-def test_load_model_refuses_a_code_path(store, monkeypatch, tmp_path):
+def test_load_model_refuses_a_code_path(tmp_path):
     "A model folder whose MLmodel names `code` is refused before anything else is read."
-    import shutil
-    from taxi_duration.registry import client, load_model
-    monkeypatch.setenv('MLFLOW_TRACKING_URI', store['uri'])
-    src = client().get_model_version_download_uri('taxi-duration', store['good'])
+    from taxi_duration.registry import load_model
     folder = tmp_path / 'model'
-    shutil.copytree(src[len('file://'):], folder)
-    mlmodel = folder / 'MLmodel'
-    mlmodel.write_text(mlmodel.read_text().replace('code: null', 'code: code'))
+    folder.mkdir()
+    (folder / 'MLmodel').write_text('flavors:\n  sklearn:\n    code: code\n    pickled_model: model.skops\n'
+                                    '    serialization_format: skops\n')
+    (folder / 'code').mkdir()
+    (folder / 'code' / 'evil.py').write_text(f"open({str(tmp_path / 'PWNED')!r}, 'w')\n")
     with pytest.raises(TaxiDurationError, match='code paths'):
         load_model(str(folder))
+    assert not (tmp_path / 'PWNED').exists()
 
 
 def _cli(*args, env):
@@ -91,20 +113,18 @@ def _cli(*args, env):
 
 
 def _env(store, **kw):
-    from conftest import SHARED_DATA
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=store['uri'], TAXI_DATA_DIR=str(SHARED_DATA))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=store['uri'])
     env.pop('MLFLOW_ALLOW_PICKLE_DESERIALIZATION', None)
     return dict(env, **kw)
 
 
-def test_score_refuses_the_evil_champion_in_one_line(store, tmp_path):
-    _models_env = _env(store)
-    with modified_env(MLFLOW_TRACKING_URI=store['uri']):
-        _models.move_alias(store['evil'])
-    try:
-        r = _cli('score', '--data', 'green:2021-03', '--output', str(tmp_path / 'out.parquet'), env=_models_env)
-    finally:
-        with modified_env(MLFLOW_TRACKING_URI=store['uri']): _models.move_alias(store['good'])
+def test_score_refuses_the_evil_champion_in_one_line(hostile, tmp_path):
+    "`taxi-duration score` with @champion on the cloudpickle model: exit 2, one line, no code run."
+    rides = tmp_path / 'rides.csv'
+    hand_made_rides(20).drop(columns='duration').to_csv(rides, index=False)
+    r = _cli('score', '--data', str(rides), '--output', str(tmp_path / 'out.parquet'),
+             env=_env(hostile, TAXI_DATA_DIR=str(tmp_path)))
+    store = hostile
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and 'refused to load' in lines[0] and 'cloudpickle' in lines[0], r.stderr
