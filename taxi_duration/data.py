@@ -133,7 +133,8 @@ def resolve(source: str|Path,  # a path, or a spec like 'green:2021-01'
     spec = parse_spec(str(source)) if isinstance(source, str) else None
     if spec is None:
         path = Path(source)
-        if not path.exists(): raise TaxiDurationError(f"no such file: {path} (give a path, or a spec like green:2021-01)")
+        if not path.exists():
+            raise TaxiDurationError(f"no such file: {path} (give a path, or a spec like green:2021-01)")
         if path.is_dir(): raise TaxiDurationError(f"{path} is a folder, not a data file")
         if not str(path).lower().endswith(SUPPORTED_SUFFIXES):
             raise TaxiDurationError(f"{path}: expected a .parquet or .csv file")
@@ -198,7 +199,8 @@ def read_trips(path: Path,
             df = pd.read_csv(path, usecols=list(cmap))
     except TaxiDurationError as e: raise TaxiDurationError(f"{path}: {e}") from None
     except Exception as e:
-        raise TaxiDurationError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        first = str(e).splitlines()[0] if str(e) else ''
+        raise TaxiDurationError(f"cannot read {path}: {type(e).__name__}: {first}") from None
     df = df.rename(columns=cmap)[[c for c in COLUMNS if c in cmap.values()]]
     try:
         for c in ('pickup_datetime', 'dropoff_datetime'):

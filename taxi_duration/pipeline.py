@@ -149,7 +149,8 @@ def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:20
     from mlflow import MlflowClient
     exp_id = ensure_experiment(experiment)  # first touch of the store, under its lock
     client = MlflowClient(tracking_uri())
-    run_id = retry_busy(client.create_run, exp_id, run_name=f'pipeline-{model}', tags={'pipeline': 'papermill'}).info.run_id
+    run = retry_busy(client.create_run, exp_id, run_name=f'pipeline-{model}', tags={'pipeline': 'papermill'})
+    run_id = run.info.run_id
     params = {'01_data': dict(train_data=train_data, validation_data=validation_data),
               '02_features': dict(feature_kind=MODELS[model]),
               '03_train': dict(model=model, alpha=None if alpha is None else str(alpha), run_id=run_id,

@@ -41,8 +41,8 @@ def slices(tmp_path_factory):
 
 
 def _env(uri, **kw):
-    return dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                **kw)
+    path = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    return dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=uri, PATH=path, **kw)
 
 
 def test_pipelines_started_at_once_on_a_new_sqlite_store_all_finish(slices, tmp_path):

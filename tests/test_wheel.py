@@ -39,11 +39,12 @@ def venv(tmp_path_factory):
     [wheel] = (tmp / 'dist').glob('taxi_duration-*.whl')
     v = tmp / 'v'
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(v)], check=True, timeout=120)
-    purelib = Path(subprocess.run([str(v / 'bin' / 'python'), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                                  capture_output=True, text=True, check=True).stdout.strip())
+    where = 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+    purelib = Path(subprocess.run([str(v / 'bin' / 'python'), '-c', where], capture_output=True, text=True,
+                                  check=True).stdout.strip())
     (purelib / 'borrowed-deps.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
-    r = subprocess.run([*pip, '--python', str(v / 'bin' / 'python'), 'install', '--no-deps', '--no-index', '-q', str(wheel)],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([*pip, '--python', str(v / 'bin' / 'python'), 'install', '--no-deps', '--no-index', '-q',
+                        str(wheel)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return dict(bin=v / 'bin', purelib=purelib, env=env, tmp=tmp, wheel=wheel)
 
@@ -100,7 +101,8 @@ def test_the_service_runs_from_the_wheel_on_a_model_trained_here(venv, tmp_path)
             except requests.RequestException: pass
             assert time.time() - t0 < 90, 'the service did not come up'
             time.sleep(0.3)
-        ride = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
+        ride = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01,
+                'pickup_datetime': '2021-03-05T08:30:00'}
         r = requests.post(f'http://127.0.0.1:{port}/predict', json=ride, timeout=5)
         assert r.status_code == 200 and r.headers['X-Model-Version'] == '1', r.text
         assert requests.get(f'http://127.0.0.1:{port}/', timeout=5).status_code == 200        # static page shipped
