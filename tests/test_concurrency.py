@@ -133,3 +133,39 @@ def test_two_registrations_finishing_at_once_keep_the_better_champion(slices, tm
               if v.run_id == jobs[0]['candidate']['run_id']][0]
     assert c.get_model_version_by_alias('taxi-duration', 'champion').version == better.version
     assert outs[0]['promoted'], outs
+
+
+def _hold_write_lock(db: Path, seconds: float):
+    "Hold SQLite's write lock on `db` for `seconds` in a thread (as a long transaction of another process would)."
+    import sqlite3
+    import threading
+    ready = threading.Event()
+
+    def hold():
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute('BEGIN EXCLUSIVE')
+        ready.set()
+        time.sleep(seconds)
+        con.execute('ROLLBACK'); con.close()
+    t = threading.Thread(target=hold, daemon=True)
+    t.start(); ready.wait(10)
+    return t
+
+
+def test_a_busy_store_is_retried_and_then_named_not_a_raw_sql_error(tmp_path, monkeypatch):
+    from taxi_duration import core
+    from taxi_duration.core import TaxiDurationError, ensure_experiment, retry_busy
+    uri = new_store(tmp_path)
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
+    ensure_experiment('first')                      # the store exists
+    t = _hold_write_lock(tmp_path / 'mlflow.db', 8)  # longer than SQLite's own wait
+    assert ensure_experiment('second')              # retried until the lock went away
+    t.join()
+    import sqlite3
+    t = _hold_write_lock(tmp_path / 'mlflow.db', 5)
+    def write_now():  # a writer that does not wait: SQLite's own error
+        sqlite3.connect(tmp_path / 'mlflow.db', timeout=0.05, isolation_level=None).execute('BEGIN IMMEDIATE')
+    with pytest.raises(TaxiDurationError) as e:
+        retry_busy(write_now, tries=2, wait=0)
+    assert str(e.value) == core.BUSY_HINT and 'mlflow server' in str(e.value) and 'PostgreSQL' in str(e.value)
+    t.join()
