@@ -3,8 +3,9 @@
 PYTHON ?= $(shell for p in python3.12 python3.11 python3.10 python3; do command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,10) <= sys.version_info[:2] <= (3,12))' 2>/dev/null && echo $$p && break; done)
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Data specs resolve here; a checkout with ../shared/data beside it (CI, the developers) uses that copy.
-TAXI_DATA_DIR ?= $(if $(wildcard ../shared/data/green_tripdata_2021-01.parquet),$(abspath ../shared/data),$(abspath data))
+# Data specs resolve here (absolute: notebook tests run from nbs/); a checkout with ../shared/data beside it
+# (CI, the developers) uses that copy. Missing months are downloaded from the TLC into this folder.
+TAXI_DATA_DIR ?= $(abspath $(if $(wildcard ../shared/data/green_tripdata_2021-01.parquet),../shared/data,data))
 export TAXI_DATA_DIR
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
@@ -26,11 +27,11 @@ $(VENV)/.installed: setup.py settings.ini
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-## train on the default months, register, promote (falls back to the shipped sample, loudly, without network), then serve
+## train on the default months (downloaded into $(TAXI_DATA_DIR) when missing; offline, one line says where to put them), register, promote, then serve
 run: pipeline serve
 
 pipeline: install
-	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --fallback-sample
+	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL)
 
 ## serve the champion with gunicorn (2 threaded workers: serve.GUNICORN_ARGS) on $(HOST):$(PORT); live profiles go to $MONITORING_DIR (./monitoring)
 serve: install

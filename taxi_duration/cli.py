@@ -28,8 +28,6 @@ def parser() -> argparse.ArgumentParser:
     _flag(pl, 'experiment', default=EXPERIMENT, help='MLflow experiment (default %(default)s)')
     _flag(pl, 'model_name', default=MODEL_NAME, help='registered model (default %(default)s)')
     _flag(pl, 'work_dir', default=None, help='keep the steps\' hand-over files here (default: a temp folder)')
-    _flag(pl, 'fallback_sample', action='store_true',
-          help='without network, use the shipped sample of a month instead (loudly)')
     from taxi_duration.score import add_score_args
     add_score_args(sub.add_parser('score', help='score a month of rides in batch with the champion'))
     from taxi_duration.monitor import add_monitor_args
@@ -41,15 +39,15 @@ def parser() -> argparse.ArgumentParser:
 def _pipeline(a) -> int:
     from taxi_duration.pipeline import run_pipeline
     r = run_pipeline(a.train_data, a.validation_data, a.model, a.alpha, a.experiment, a.model_name,
-                     a.work_dir, a.fallback_sample, log=lambda s: print(s, file=sys.stderr))
-    steps = ', '.join(f'{k} {v:.1f}s' for k, v in r['seconds'].items())
-    champ = '' if r['champion_rmse'] is None else f" (champion v{r['champion_version']}: {r['champion_rmse']:.4f}, {r['champion_rmse_how']})"
-    print(f"run:        {r['pipeline_run_id']} (experiment {r['experiment']}; candidate run {r['run_id']})\n"
-          f"data:       train {r['train_data']}, validation {r['validation_data']}\n"
-          f"model:      {r['model']} alpha={r['alpha']}\n"
-          f"validation: rmse {r['rmse']:.4f}  mae {r['mae']:.4f}  r2 {r['r2']:.4f}\n"
-          f"registered: {a.model_name} version {r['version']} as challenger{champ}\n"
-          f"decision:   {'PROMOTED to champion' if r['promoted'] else 'champion unchanged'}: {r['reason']}\n"
+                     a.work_dir, log=lambda s: print(s, file=sys.stderr))
+    steps = ', '.join(f'{k} {v:.1f}s' for k, v in r.seconds.items())
+    champ = '' if r.champion_rmse is None else f" (champion v{r.champion_version}: {r.champion_rmse:.4f}, {r.champion_rmse_how})"
+    print(f"run:        {r.pipeline_run_id} (experiment {r.experiment}; candidate run {r.run_id})\n"
+          f"data:       train {r.train_data}, validation {r.validation_data}\n"
+          f"model:      {r.model} alpha={r.alpha}\n"
+          f"validation: rmse {r.rmse:.4f}  mae {r.mae:.4f}  r2 {r.r2:.4f}\n"
+          f"registered: {a.model_name} version {r.version} as challenger{champ}\n"
+          f"decision:   {'PROMOTED to champion' if r.promoted else 'champion unchanged'}: {r.reason}\n"
           f"steps:      {steps}")
     return 0
 

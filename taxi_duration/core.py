@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #f5c0a959
 from __future__ import annotations
-import os, tempfile, subprocess
-from contextlib import contextmanager
+import os, tempfile, subprocess, time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'disable_telemetry', 'TaxiDurationError', 'tracking_uri',
-           'artifact_root', 'ensure_experiment', 'atomic_path', 'git_commit']
+__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'BUSY_HINT', 'disable_telemetry', 'modified_env', 'forbid_pickle',
+           'TaxiDurationError', 'tracking_uri', 'artifact_root', 'store_lock', 'retry_busy', 'ensure_experiment',
+           'atomic_path', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 TELEMETRY_OPT_OUT = {'MLFLOW_DISABLE_TELEMETRY': 'true', 'DO_NOT_TRACK': 'true', 'WHYLOGS_NO_ANALYTICS': '1'}
@@ -20,6 +21,26 @@ def disable_telemetry():
     for k, v in TELEMETRY_OPT_OUT.items(): os.environ.setdefault(k, v)
 
 disable_telemetry()
+
+# %% ../nbs/00_core.ipynb #d2f310a0
+@contextmanager
+def modified_env(*delete: str,   # variables to remove for the block
+                 **replace: str): # variables to set for the block
+    "Run a block with some environment variables removed or replaced; restore them all afterwards."
+    saved = {k: os.environ.get(k) for k in (*delete, *replace)}
+    try:
+        for k in delete: os.environ.pop(k, None)
+        os.environ.update(replace)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
+# %% ../nbs/00_core.ipynb #3b9152ee
+def forbid_pickle():
+    "Turn MLflow's own model deserialisation (pickle, cloudpickle, skops) off in this process and its children."
+    os.environ['MLFLOW_ALLOW_PICKLE_DESERIALIZATION'] = 'false'
 
 # %% ../nbs/00_core.ipynb #f30689ee
 class TaxiDurationError(ValueError):
@@ -45,15 +66,55 @@ def artifact_root(uri: str) -> str|None:
     if not uri.startswith('sqlite:///'): return None
     return (Path(uri[len('sqlite:///'):]).resolve().parent/'mlruns').as_uri()
 
+# %% ../nbs/00_core.ipynb #50cf4047
+@contextmanager
+def store_lock(uri: str,          # the tracking URI
+               what: str='store'): # lock name: one lock file per purpose, beside the database
+    "Hold an exclusive lock on an SQLite store (a file beside the .db) for the block; no-op for other stores."
+    if not uri.startswith('sqlite:///'):
+        yield; return
+    import fcntl
+    db = Path(uri[len('sqlite:///'):]).resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent/f'.{db.name}.{what}.lock', 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/00_core.ipynb #a96f8b13
+BUSY_HINT = ("the MLflow store is busy (SQLite 'database is locked'): run fewer pipelines at once, or use a server "
+             "store for concurrent work: `mlflow server` on PostgreSQL, MLFLOW_TRACKING_URI=http://host:port")
+
+def _is_busy(e: BaseException) -> bool:
+    "Whether `e` is SQLite's 'database is locked' (as SQLAlchemy or MLflow wrap it)."
+    return 'database is locked' in str(e) or 'database table is locked' in str(e)
+
+def retry_busy(fn, *args, tries: int=8, wait: float=0.25, **kwargs):
+    "Call `fn`, retrying while the store is busy; TaxiDurationError naming the server set-up if it stays busy."
+    for i in range(tries):
+        try: return fn(*args, **kwargs)
+        except Exception as e:
+            if not _is_busy(e): raise
+            if i == tries - 1: raise TaxiDurationError(BUSY_HINT) from None
+            time.sleep(wait * 2**min(i, 4))
+
+# %% ../nbs/00_core.ipynb #b9cfddf7
+def _init_store(client):
+    "Touch the tracking and registry tables, so MLflow creates (or checks) the schema now."
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
+
 def ensure_experiment(name: str=EXPERIMENT) -> str:
     "The id of experiment `name` in the store in force, created (artifacts beside an SQLite store) if new."
     from mlflow import MlflowClient
     uri = tracking_uri()
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(name)
-    if exp: return exp.experiment_id
-    root = artifact_root(uri)
-    return client.create_experiment(name, artifact_location=f'{root}/{name}' if root else None)
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        retry_busy(_init_store, client)
+        exp = retry_busy(client.get_experiment_by_name, name)
+        if exp: return exp.experiment_id
+        root = artifact_root(uri)
+        return retry_busy(client.create_experiment, name, artifact_location=f'{root}/{name}' if root else None)
 
 # %% ../nbs/00_core.ipynb #69f6187f
 @contextmanager

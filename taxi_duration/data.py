@@ -4,16 +4,17 @@
 
 # %% ../nbs/01_data.ipynb #b05cf3c5
 from __future__ import annotations
-import hashlib, os, re, sys, datetime as dt
+import hashlib, os, re, stat, sys, tempfile, zipfile, datetime as dt
 from pathlib import Path
 import numpy as np, pandas as pd
 import pyarrow.parquet as pq
 from .core import TaxiDurationError, atomic_path
 
 # %% auto #0
-__all__ = ['SERVICES', 'TLC_BASE_URL', 'ASSETS', 'SUPPORTED_SUFFIXES', 'COLUMNS', 'NYC', 'MIN_MINUTES', 'MAX_MINUTES',
-           'MIN_TRAIN_ROWS', 'parse_spec', 'DownloadUnavailable', 'data_dir', 'download', 'resolve', 'sample_specs',
-           'read_trips', 'ride_minutes', 'prepare', 'sha256', 'load', 'make_sample', 'zones']
+__all__ = ['SERVICES', 'TLC_HOST', 'TLC_KINDS', 'MISC_FILES', 'SUPPORTED_SUFFIXES', 'SAMPLE_ROWS', 'SAMPLE_SEED', 'COLUMNS',
+           'NYC', 'MIN_MINUTES', 'MAX_MINUTES', 'MIN_TRAIN_ROWS', 'ASSETS', 'parse_spec', 'DownloadUnavailable',
+           'data_dir', 'tlc_url', 'check_file', 'download', 'fetch_misc', 'resolve', 'make_sample', 'sample_dir',
+           'sample', 'read_trips', 'ride_minutes', 'prepare', 'sha256', 'load', 'zones']
 
 # %% ../nbs/01_data.ipynb #1ed3547d
 SERVICES = {'green': (2013, 8), 'yellow': (2009, 1)}  # service -> first published (year, month)
@@ -36,7 +37,8 @@ def parse_spec(text: str  # e.g. 'green:2021-01' or 'sample:green:2021-01'
                 name=f'{service}_tripdata_{year}-{month:02d}.parquet')
 
 # %% ../nbs/01_data.ipynb #054a0050
-TLC_BASE_URL = 'https://d37ci6vzurychx.cloudfront.net/trip-data'
+TLC_HOST = 'https://d37ci6vzurychx.cloudfront.net'  # trip-data/ and misc/ live here
+TLC_KINDS = ('trip-data', 'misc')
 
 class DownloadUnavailable(TaxiDurationError):
     "The TLC server could not be reached (no network, DNS, timeout)."
@@ -45,17 +47,49 @@ def data_dir() -> Path:
     "Folder where specs are cached: `$TAXI_DATA_DIR`, default `./data`."
     return Path(os.environ.get('TAXI_DATA_DIR') or 'data')
 
+def tlc_url(kind: str,  # 'trip-data' (monthly trips) or 'misc' (zone table, zone shapes)
+            name: str,  # file name, e.g. green_tripdata_2021-01.parquet or taxi_zone_lookup.csv
+            base: str|None=None  # host root; default $TAXI_TLC_BASE_URL, else the TLC's host
+           ) -> str:
+    "The URL of a TLC file; `TAXI_TLC_BASE_URL` names the host root (a trailing /trip-data is tolerated)."
+    if kind not in TLC_KINDS: raise ValueError(f'kind must be one of {TLC_KINDS}')
+    root = (base or os.environ.get('TAXI_TLC_BASE_URL') or TLC_HOST).rstrip('/')
+    root = re.sub(r'/(trip-data|misc)$', '', root)
+    return f'{root}/{kind}/{name}'
+
+# %% ../nbs/01_data.ipynb #e1b81a4a
+def check_file(path: Path,  # the downloaded bytes
+               name: str    # the file name it will get (its suffix says what it must be)
+              ):
+    "Raise unless `path` reads as what `name` says: parquet metadata, a CSV with a header, a zip directory."
+    if name.endswith('.parquet'): pq.read_metadata(path)
+    elif name.endswith('.csv'):
+        head = pd.read_csv(path, nrows=5)
+        if len(head.columns) < 2: raise ValueError('not a CSV table')
+    elif name.endswith('.zip'):
+        with zipfile.ZipFile(path) as z:
+            if z.testzip() is not None: raise ValueError('a member of the zip is corrupt')
+    else: raise ValueError(f'unexpected kind of file {name}')
+
+# %% ../nbs/01_data.ipynb #df95e49d
+def _where_to_put(name: str, kind: str='trip-data') -> str:
+    "The one-line instruction for a file that cannot be downloaded."
+    return (f"put {name} in {data_dir().resolve()} (or set TAXI_DATA_DIR to the folder holding it); "
+            f"the TLC publishes it at {tlc_url(kind, name, TLC_HOST)}")
+
 def download(url: str,   # file to fetch
              dest: Path, # where the complete file ends up
-             progress: bool=True):
+             progress: bool=True,
+             kind: str='trip-data'):  # TLC folder of the file, for the offline hint
     "Download `url` to `dest` through a temporary file, renamed only when complete and readable."
     import requests
     from tqdm.auto import tqdm
     try:
-        with requests.get(url, stream=True, timeout=(10, 60)) as r:
+        with requests.get(url, stream=True, timeout=(10, 60), allow_redirects=False) as r:
             if r.status_code in (403, 404):
-                raise TaxiDurationError(f"TLC does not publish {Path(url).name} (HTTP {r.status_code} from {url})")
+                raise TaxiDurationError(f"TLC does not publish {dest.name} (HTTP {r.status_code} from {url})")
             r.raise_for_status()
+            if r.status_code != 200: raise TaxiDurationError(f"download of {url} answered HTTP {r.status_code}")
             total = int(r.headers.get('content-length') or 0)
             with atomic_path(dest) as tmp, open(tmp, 'wb') as f, \
                  tqdm(total=total or None, unit='B', unit_scale=True, desc=dest.name,
@@ -65,21 +99,32 @@ def download(url: str,   # file to fetch
                 f.flush(); f.close()
                 if total and tmp.stat().st_size != total:
                     raise TaxiDurationError(f"download of {url} was cut short: {tmp.stat().st_size} of {total} bytes")
-                try: pq.read_metadata(tmp)
-                except Exception as e: raise TaxiDurationError(f"{url} did not return a parquet file ({e})") from None
+                try: check_file(tmp, dest.name)
+                except Exception as e:
+                    raise TaxiDurationError(f"{url} did not return a usable {dest.suffix} file ({e})") from None
     except requests.exceptions.HTTPError as e:
         raise TaxiDurationError(f"download of {url} failed: {e}") from None
     except requests.exceptions.ChunkedEncodingError as e:
         raise DownloadUnavailable(f"download of {url} was interrupted ({type(e).__name__}); nothing was cached, "
                                   "run again") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-        raise DownloadUnavailable(f"cannot reach {url} ({type(e).__name__}); put the file in {data_dir()} "
-                                  "or set TAXI_DATA_DIR") from None
+        raise DownloadUnavailable(f"cannot download {dest.name} from {url} ({type(e).__name__}): "
+                                  + _where_to_put(dest.name, kind)) from None
     return dest
 
+# %% ../nbs/01_data.ipynb #3fd2d068
+MISC_FILES = ('taxi_zone_lookup.csv', 'taxi_zones.zip')
+
+def fetch_misc(name: str,  # a file of the TLC's misc/ folder, e.g. taxi_zone_lookup.csv
+               progress: bool=True) -> Path:
+    "The cached `$TAXI_DATA_DIR/<name>`, downloaded atomically from the TLC's misc/ folder when missing."
+    if not re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9_.-]*\.(csv|zip)', name):
+        raise TaxiDurationError(f"{name!r} is not a TLC misc file name (a .csv or .zip, e.g. {', '.join(MISC_FILES)})")
+    path = data_dir()/name
+    if path.exists(): return path
+    return download(tlc_url('misc', name), path, progress=progress, kind='misc')
+
 # %% ../nbs/01_data.ipynb #48f77552
-import taxi_duration
-ASSETS = Path(taxi_duration.__file__).parent/'assets'  # real data shipped with the package
 SUPPORTED_SUFFIXES = ('.parquet', '.csv', '.csv.gz')
 
 def resolve(source: str|Path,  # a path, or a spec like 'green:2021-01'
@@ -88,25 +133,41 @@ def resolve(source: str|Path,  # a path, or a spec like 'green:2021-01'
     spec = parse_spec(str(source)) if isinstance(source, str) else None
     if spec is None:
         path = Path(source)
-        if not path.exists(): raise TaxiDurationError(f"no such file: {path} (give a path, or a spec like green:2021-01)")
+        if not path.exists():
+            raise TaxiDurationError(f"no such file: {path} (give a path, or a spec like green:2021-01)")
         if path.is_dir(): raise TaxiDurationError(f"{path} is a folder, not a data file")
         if not str(path).lower().endswith(SUPPORTED_SUFFIXES):
             raise TaxiDurationError(f"{path}: expected a .parquet or .csv file")
         return path
-    if spec['sample']:
-        path = ASSETS/spec['name'].replace('.parquet', '.sample.parquet')
-        if not path.exists(): raise TaxiDurationError(f"no shipped sample for {source}; samples: "
-                                                      + ', '.join(sample_specs()))
-        return path
     path = data_dir()/spec['name']
-    if path.exists(): return path
-    base = os.environ.get('TAXI_TLC_BASE_URL') or TLC_BASE_URL
-    return download(f"{base.rstrip('/')}/{spec['name']}", path, progress=progress)
+    if not path.exists(): path = download(tlc_url('trip-data', spec['name']), path, progress=progress)
+    return sample(path) if spec['sample'] else path
 
-def sample_specs() -> list[str]:
-    "Specs of the samples shipped with the package."
-    return sorted('sample:' + p.name.split('_tripdata_')[0] + ':' + p.name.split('_tripdata_')[1][:7]
-                  for p in ASSETS.glob('*.sample.parquet'))
+# %% ../nbs/01_data.ipynb #bc866c19
+SAMPLE_ROWS, SAMPLE_SEED = 4000, 0
+
+def make_sample(src: Path, dest: Path, n: int=SAMPLE_ROWS, seed: int=SAMPLE_SEED) -> Path:
+    "Write `n` random rows (seed `seed`) of the TLC file `src` (all columns, original order) to `dest`, atomically."
+    df = pd.read_parquet(src)
+    with atomic_path(dest, suffix='.parquet') as tmp:
+        df.sample(n=min(n, len(df)), random_state=seed).sort_index().to_parquet(tmp, index=False)
+    return dest
+
+def _writable(d: Path) -> bool:
+    "Whether folder `d` may be written: it exists, its mode allows it (even for root), and the OS agrees."
+    return d.is_dir() and bool(d.stat().st_mode & stat.S_IWUSR) and os.access(d, os.W_OK)
+
+def sample_dir() -> Path:
+    "Where samples are kept: `$TAXI_SAMPLE_DIR`, else `$TAXI_DATA_DIR/samples`, else a per-user cache."
+    if os.environ.get('TAXI_SAMPLE_DIR'): return Path(os.environ['TAXI_SAMPLE_DIR'])
+    if _writable(data_dir()): return data_dir()/'samples'
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'taxi-duration'/'samples'
+
+def sample(month: Path  # a cached TLC month file
+          ) -> Path:
+    "The seeded sample of `month`, drawn and cached on first use."
+    dest = sample_dir()/month.name.replace('.parquet', '.sample.parquet')
+    return dest if dest.exists() else make_sample(month, dest)
 
 # %% ../nbs/01_data.ipynb #063f1f1e
 COLUMNS = ['pickup_datetime', 'dropoff_datetime', 'PULocationID', 'DOLocationID', 'trip_distance']
@@ -138,7 +199,8 @@ def read_trips(path: Path,
             df = pd.read_csv(path, usecols=list(cmap))
     except TaxiDurationError as e: raise TaxiDurationError(f"{path}: {e}") from None
     except Exception as e:
-        raise TaxiDurationError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        first = str(e).splitlines()[0] if str(e) else ''
+        raise TaxiDurationError(f"cannot read {path}: {type(e).__name__}: {first}") from None
     df = df.rename(columns=cmap)[[c for c in COLUMNS if c in cmap.values()]]
     try:
         for c in ('pickup_datetime', 'dropoff_datetime'):
@@ -151,23 +213,23 @@ def read_trips(path: Path,
         raise TaxiDurationError(f"{path}: a column has values of the wrong type ({e})") from None
     return df
 
-# %% ../nbs/01_data.ipynb #1ef96ae3
-MIN_MINUTES, MAX_MINUTES = 1, 60  # the rides the model is for (temporary: replaced by the data helper's version)
+# %% ../nbs/01_data.ipynb #39e14582
+MIN_MINUTES, MAX_MINUTES = 1, 60  # the rides we learn from and judge on
 
-def ride_minutes(frame: pd.DataFrame) -> pd.Series:
-    "Ride duration in minutes, from `pickup_datetime` and `dropoff_datetime`."
+def ride_minutes(frame: pd.DataFrame  # rides with pickup_datetime and dropoff_datetime
+                ) -> pd.Series:
+    "Each ride's duration in minutes, from its pick-up and drop-off times."
     return (frame.dropoff_datetime - frame.pickup_datetime).dt.total_seconds() / 60
 
-# %% ../nbs/01_data.ipynb #39e14582
+# %% ../nbs/01_data.ipynb #4f8ba31a
 def prepare(df: pd.DataFrame,    # raw trips with our column names
-            min_minutes: float=1, max_minutes: float=60) -> pd.DataFrame:
+            min_minutes: float=MIN_MINUTES, max_minutes: float=MAX_MINUTES) -> pd.DataFrame:
     "Add `duration` (minutes) and keep rides of `min_minutes`..`max_minutes` with usable features."
     df = df.copy()
-    df['duration'] = (df.dropoff_datetime - df.pickup_datetime).dt.total_seconds() / 60
-    keep = df.duration.between(min_minutes, max_minutes) & df[['PULocationID', 'DOLocationID', 'trip_distance']].notna().all(axis=1)
-    df = df[keep]
-    df = df.astype({'PULocationID': 'int64', 'DOLocationID': 'int64', 'trip_distance': 'float64'})
-    return df
+    df['duration'] = ride_minutes(df)
+    usable = df[['PULocationID', 'DOLocationID', 'trip_distance']].notna().all(axis=1)
+    df = df[df.duration.between(min_minutes, max_minutes) & usable]
+    return df.astype({'PULocationID': 'int64', 'DOLocationID': 'int64', 'trip_distance': 'float64'})
 
 # %% ../nbs/01_data.ipynb #81ffcee2
 def sha256(path: Path) -> str:
@@ -187,19 +249,15 @@ def load(source: str|Path, progress: bool=True,
     raw = read_trips(path)
     df = prepare(raw)
     if len(df) < max(min_rows, 1):
-        raise TaxiDurationError(f"{source}: {len(df)} rides left after keeping 1-60 minute trips ({len(raw)} rows read); "
-                                f"need at least {max(min_rows, 1)}")
+        raise TaxiDurationError(f"{source}: {len(df)} rides left after keeping {MIN_MINUTES}-{MAX_MINUTES} minute "
+                                f"trips ({len(raw)} rows read); need at least {max(min_rows, 1)}")
     return df, dict(source=str(source), path=str(path.resolve()), sha256=sha256(path),
                     rows_raw=len(raw), rows_kept=len(df), sample=path.name.endswith('.sample.parquet'))
 
-# %% ../nbs/01_data.ipynb #bc866c19
-def make_sample(src: Path, dest: Path, n: int=4000, seed: int=0):
-    "Write `n` random rows of the TLC file `src` (all columns, original order) to `dest`."
-    df = pd.read_parquet(src)
-    df.sample(n=n, random_state=seed).sort_index().to_parquet(dest, index=False)
-    return dest
-
 # %% ../nbs/01_data.ipynb #adb05076
+import taxi_duration
+ASSETS = Path(taxi_duration.__file__).parent/'assets'  # the zone table, until the zones module takes over
+
 def zones() -> pd.DataFrame:
     "The TLC taxi zone table, indexed by LocationID."
     return pd.read_csv(ASSETS/'taxi_zone_lookup.csv', keep_default_na=False).set_index('LocationID')

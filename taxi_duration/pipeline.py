@@ -5,14 +5,16 @@
 # %% ../nbs/05_pipeline.ipynb #2eeb0d79
 from __future__ import annotations
 import json, os, shutil, sys, tempfile, time
+from dataclasses import dataclass, field
 from pathlib import Path
 import taxi_duration
-from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError, ensure_experiment, tracking_uri
-from .data import DownloadUnavailable, parse_spec, resolve, sample_specs, sha256
+from .core import (BUSY_HINT, EXPERIMENT, MODEL_NAME, TaxiDurationError, _is_busy, ensure_experiment,
+                                retry_busy, tracking_uri)
+from .data import DownloadUnavailable, TLC_HOST, data_dir, parse_spec, resolve, sha256, tlc_url
 from .train import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
 # %% auto #0
-__all__ = ['STEPS', 'BANNER', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'run_pipeline']
+__all__ = ['STEPS', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'PipelineResult', 'run_pipeline']
 
 # %% ../nbs/05_pipeline.ipynb #56e96e26
 STEPS = [('load & prepare', '01_data'), ('vectorise', '02_features'), ('train', '03_train'),
@@ -50,20 +52,20 @@ def step_notebook(path: Path):
     return nb
 
 # %% ../nbs/05_pipeline.ipynb #422630e5
-BANNER = '!' * 78
-
-def check_data(source: str, fallback_sample: bool=False, log=print) -> str:
-    "The data argument to use for `source`, resolved (downloaded) now."
-    try:
-        resolve(source)
-        return source
-    except DownloadUnavailable as e:
-        spec = parse_spec(str(source))
-        sample = spec and f"sample:{spec['service']}:{spec['year']}-{spec['month']:02d}"
-        if not (fallback_sample and sample in sample_specs()): raise
-        log(f"{BANNER}\n!! {e}\n!! USING THE SHIPPED SAMPLE {sample} INSTEAD: 4,000 raw rows, about 5 % of the month.\n"
-            f"!! Figures will be rough; the MLflow run is tagged data_is_sample=true.\n{BANNER}")
-        return sample
+def check_data(*sources: str):
+    "Resolve (download) every data argument now; one error naming every month that cannot be had offline."
+    missing = []
+    for s in sources:
+        try: resolve(s)
+        except DownloadUnavailable as e:
+            if len(sources) == 1 or parse_spec(str(s)) is None: raise
+            missing.append((parse_spec(str(s))['name'], e))
+    if len(missing) == 1: raise missing[0][1]
+    if missing:
+        names = [n for n, _ in missing]
+        raise DownloadUnavailable(f"cannot download {' and '.join(names)} (no network?): put them in "
+                                  f"{data_dir().resolve()} (or set TAXI_DATA_DIR to the folder holding them); "
+                                  f"the TLC publishes them at {tlc_url('trip-data', '', TLC_HOST)}<name>")
 
 # %% ../nbs/05_pipeline.ipynb #9bae65d2
 from contextlib import contextmanager
@@ -79,57 +81,88 @@ def _stderr_to(path: Path):
         finally:
             sys.stderr.flush(); os.dup2(saved, 2); os.close(saved)
 
+# %% ../nbs/05_pipeline.ipynb #c0441132
+@dataclass
+class PipelineResult:
+    "What one pipeline run did: its runs and data, the chosen candidate, and the registry's decision."
+    pipeline_run_id: str         # the pipeline's MLflow run
+    experiment: str              # its experiment
+    run_id: str                  # the chosen candidate's run
+    train_data: str              # the data arguments used
+    validation_data: str
+    model: str                   # the candidate's model and alpha
+    alpha: object
+    version: str                 # what `registry.register` returned (see `registry.Registered`)
+    promoted: bool
+    reason: str
+    rmse: float
+    mae: float
+    r2: float
+    champion_version: str|None
+    champion_rmse: float|None
+    champion_rmse_how: str
+    seconds: dict = field(default_factory=dict)  # wall time per step
+
 # %% ../nbs/05_pipeline.ipynb #6fd1a51e
+def _run_steps(client, run_id: str, nbs: Path, work: Path, params: dict, log) -> dict:
+    "Execute the step notebooks in order, attaching each executed copy to the run; seconds per step."
+    import papermill as pm
+    seconds = {}
+    for label, nb in STEPS:
+        log(f'step {label} ({nb}.ipynb) ...')
+        out, t0 = work/f'{nb}.ipynb', time.perf_counter()
+        try:
+            with _stderr_to(work/'kernels.log'):
+                pm.execute_notebook(step_notebook(nbs/f'{nb}.ipynb'), out, kernel_name='python3',
+                                    parameters=dict(params[nb], work_dir=str(work.resolve())),
+                                    progress_bar=False, cwd=os.getcwd())
+        except pm.PapermillExecutionError as e:
+            msg = ' '.join(str(e.evalue).split())
+            if e.ename in ('TaxiDurationError', 'DownloadUnavailable'):
+                raise TaxiDurationError(f'step {label}: {msg}') from None
+            if _is_busy(msg): raise TaxiDurationError(f'step {label}: {BUSY_HINT}') from None
+            raise StepFailed(f'step {label} failed: {e.ename}: {msg}') from None
+        except (RuntimeError, OSError) as e:  # the kernel died or could not start
+            raise StepFailed(f"step {label} failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
+        finally:
+            for f in (out, work/'kernels.log'):
+                if f.exists(): retry_busy(client.log_artifact, run_id, str(f), 'steps')
+        seconds[label] = time.perf_counter() - t0
+        retry_busy(client.log_metric, run_id, f"step_seconds_{nb}", seconds[label])
+    return seconds
+
+# %% ../nbs/05_pipeline.ipynb #ce1f5442
 def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:2021-02',
                  model: str=DEFAULT_MODEL, alpha=None,  # a number, or 'a,b,c' for a sweep
                  experiment: str=EXPERIMENT, model_name: str=MODEL_NAME,
-                 work_dir: str|None=None, fallback_sample: bool=False, log=print) -> dict:
+                 work_dir: str|None=None, log=print) -> PipelineResult:
     "Run the pipeline's steps; the outcome (run id, metrics, model version, promotion)."
     check_model(model); parse_alphas(model, alpha)
     nbs = notebooks_dir()
-    train_data = check_data(train_data, fallback_sample, log)
-    validation_data = check_data(validation_data, fallback_sample, log)
+    check_data(train_data, validation_data)
     if sha256(resolve(train_data)) == sha256(resolve(validation_data)):
         raise TaxiDurationError(f"{train_data} and {validation_data} are the same file: validate on another month, "
                                 "or every model looks better than it is")
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix='taxi-duration-'))
     try: work.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise TaxiDurationError(f"cannot use {work} as the work folder: {e.strerror}") from None
-    import mlflow, papermill as pm
     from mlflow import MlflowClient
-    tracking_uri()
+    exp_id = ensure_experiment(experiment)  # first touch of the store, under its lock
     client = MlflowClient(tracking_uri())
-    exp_id = ensure_experiment(experiment)
-    run_id = client.create_run(exp_id, run_name=f'pipeline-{model}', tags={'pipeline': 'papermill'}).info.run_id
+    run = retry_busy(client.create_run, exp_id, run_name=f'pipeline-{model}', tags={'pipeline': 'papermill'})
+    run_id = run.info.run_id
     params = {'01_data': dict(train_data=train_data, validation_data=validation_data),
               '02_features': dict(feature_kind=MODELS[model]),
-              '03_train': dict(model=model, alpha=None if alpha is None else str(alpha), run_id=run_id, experiment=experiment),
+              '03_train': dict(model=model, alpha=None if alpha is None else str(alpha), run_id=run_id,
+                               experiment=experiment),
               '04_registry': dict(run_id=run_id, model_name=model_name)}
-    seconds, status = {}, 'FAILED'
+    status = 'FAILED'
     try:
-        for label, nb in STEPS:
-            log(f'step {label} ({nb}.ipynb) ...')
-            out, t0 = work/f'{nb}.ipynb', time.perf_counter()
-            try:
-                with _stderr_to(work/'kernels.log'):
-                    pm.execute_notebook(step_notebook(nbs/f'{nb}.ipynb'), out, kernel_name='python3',
-                                        parameters=dict(params[nb], work_dir=str(work.resolve())),
-                                        progress_bar=False, cwd=os.getcwd())
-            except pm.PapermillExecutionError as e:
-                msg = ' '.join(str(e.evalue).split())
-                if e.ename in ('TaxiDurationError', 'DownloadUnavailable'): raise TaxiDurationError(f'step {label}: {msg}') from None
-                raise StepFailed(f'step {label} failed: {e.ename}: {msg}') from None
-            except (RuntimeError, OSError) as e:  # the kernel died or could not start
-                raise StepFailed(f"step {label} failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
-            finally:
-                for f in (out, work/'kernels.log'):
-                    if f.exists(): client.log_artifact(run_id, str(f), 'steps')
-            seconds[label] = time.perf_counter() - t0
-            client.log_metric(run_id, f"step_seconds_{nb}", seconds[label])
+        seconds = _run_steps(client, run_id, nbs, work, params, log)
         status = 'FINISHED'
         outcome = json.loads((work/'outcome.json').read_text())
     finally:
-        client.set_terminated(run_id, status)
+        retry_busy(client.set_terminated, run_id, status)
         if not work_dir: shutil.rmtree(work, ignore_errors=True)
-    return dict(outcome, pipeline_run_id=run_id, experiment=experiment, seconds=seconds,
-                train_data=train_data, validation_data=validation_data)
+    return PipelineResult(**outcome, pipeline_run_id=run_id, experiment=experiment, seconds=seconds,
+                          train_data=train_data, validation_data=validation_data)

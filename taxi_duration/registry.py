@@ -4,13 +4,17 @@
 
 # %% ../nbs/04_registry.ipynb #b7aea12b
 from __future__ import annotations
+import os, re, tempfile
+from dataclasses import dataclass, asdict
+from pathlib import Path
 import numpy as np, pandas as pd
-from .core import MODEL_NAME, TaxiDurationError, tracking_uri
+from .core import MODEL_NAME, TaxiDurationError, forbid_pickle, retry_busy, store_lock, tracking_uri
 from .features import RIDE_COLUMNS
 from .train import metrics
 
 # %% auto #0
-__all__ = ['decide', 'client', 'champion', 'load_model', 'score', 'champion_rmse', 'register']
+__all__ = ['MLMODEL_MAX_BYTES', 'decide', 'client', 'champion', 'check_mlmodel', 'load_model', 'score', 'champion_rmse',
+           'Registered', 'register']
 
 # %% ../nbs/04_registry.ipynb #8b1c9b83
 def decide(challenger_rmse: float, champion_rmse: float|None) -> tuple[bool, str]:
@@ -29,24 +33,87 @@ def client():
 def champion(name: str=MODEL_NAME, alias: str='champion'):
     "The model version holding `alias`, or None."
     from mlflow.exceptions import MlflowException
-    try: return client().get_model_version_by_alias(name, alias)
+    try: return retry_busy(client().get_model_version_by_alias, name, alias)
     except MlflowException as e:
         # only "no such model" / "no such alias" mean there is none: a locked or unreachable
         # store must not read as "no champion", which would promote anything
         if e.error_code in ('RESOURCE_DOES_NOT_EXIST', 'INVALID_PARAMETER_VALUE'): return None
         raise
 
-def load_model(uri: str):
-    "The scikit-learn pipeline behind a model URI (skops, trusting our own types)."
-    import mlflow
-    return mlflow.sklearn.load_model(uri)
+# %% ../nbs/04_registry.ipynb #b5dc9cc3
+_MODEL_FILE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*\.skops$')  # a plain file name inside the model folder
+MLMODEL_MAX_BYTES = 1 << 20  # an MLmodel file is a few hundred bytes
 
+def _refuse(uri: str, what: str):
+    raise TaxiDurationError(f"refused to load {uri}: {what}")
+
+def check_mlmodel(conf: dict,  # the parsed MLmodel file
+                  uri: str     # the model URI, for messages
+                 ) -> str:
+    "The skops file an MLmodel config names, if it is a code-free skops sklearn model; else TaxiDurationError."
+    flavors = conf.get('flavors') if isinstance(conf, dict) else None
+    if not isinstance(flavors, dict) or 'sklearn' not in flavors:
+        _refuse(uri, f"not a scikit-learn model (flavors: {', '.join(map(str, flavors or {})) or 'none'})")
+    if set(flavors) - {'sklearn', 'python_function'}:
+        _refuse(uri, f"unexpected flavors {', '.join(sorted(map(str, set(flavors) - {'sklearn', 'python_function'})))}")
+    if any(isinstance(c, dict) and c.get('code') for c in flavors.values()):
+        _refuse(uri, "the model ships code paths (`code` in MLmodel); only plain skops models are loaded")
+    pf = flavors.get('python_function') or {}
+    if pf.get('loader_module', 'mlflow.sklearn') != 'mlflow.sklearn':
+        _refuse(uri, f"python_function loader {pf.get('loader_module')!r}; only mlflow.sklearn models are loaded")
+    fmt = (flavors['sklearn'] or {}).get('serialization_format', 'pickle')
+    if fmt != 'skops':
+        _refuse(uri, f"serialization format {fmt!r}: only skops is loaded (pickle and cloudpickle run code when read)")
+    name = str(flavors['sklearn'].get('pickled_model', ''))
+    if not _MODEL_FILE.match(name): _refuse(uri, f"model file name {name!r}")
+    return name
+
+# %% ../nbs/04_registry.ipynb #e7ddea82
+def _artifact_location(uri: str) -> str:
+    "The fixed artifact location behind a model URI (a registered name/version or alias is looked up once)."
+    m = re.fullmatch(r'models:/([^/@]+)(?:@([^/]+)|/(\d+))/?', uri)
+    if not m: return uri  # models:/m-<id>, runs:/..., a path: MLflow's artifact repositories resolve them
+    name, alias, version = m.groups()
+    c = client()
+    if alias:
+        mv = champion(name, alias)
+        if mv is None: raise TaxiDurationError(f"no version of model {name!r} has the alias {alias!r}")
+        version = mv.version
+    return retry_busy(c.get_model_version_download_uri, name, version)
+
+def _untrusted(path: Path, trusted: list) -> list:
+    "The types in a skops file that are neither skops' defaults nor `trusted`."
+    import skops.io
+    return sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
+
+def load_model(uri: str):
+    "The scikit-learn pipeline behind a model URI: a skops file with trusted types only, anything else refused."
+    import yaml, skops.io
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from taxi_duration.train import SKOPS_TRUSTED
+    forbid_pickle()  # nothing in this process may fall back to MLflow's own (pickle) loaders
+    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # two small files: no bars on stderr
+    repo = get_artifact_repository(_artifact_location(uri))
+    with tempfile.TemporaryDirectory() as d:
+        mlmodel = Path(repo.download_artifacts('MLmodel', d))
+        if mlmodel.stat().st_size > MLMODEL_MAX_BYTES: _refuse(uri, 'its MLmodel file is larger than 1 MB')
+        try: conf = yaml.safe_load(mlmodel.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e: _refuse(uri, f'unreadable MLmodel file ({type(e).__name__})')
+        path = Path(repo.download_artifacts(check_mlmodel(conf, uri), d))
+        try:
+            bad = _untrusted(path, SKOPS_TRUSTED)
+            if not bad: return skops.io.load(path, trusted=SKOPS_TRUSTED)
+        except Exception as e: _refuse(uri, f"not a readable skops file ({type(e).__name__}: {str(e)[:120]})")
+        _refuse(uri, f"untrusted types in the skops file: {', '.join(bad[:5])}")
+
+# %% ../nbs/04_registry.ipynb #52420224
 def score(model, frame: pd.DataFrame) -> np.ndarray:
     "Predicted minutes for the rides of `frame` (a model URI or a loaded pipeline)."
     model = load_model(model) if isinstance(model, str) else model
     return model.predict(frame[RIDE_COLUMNS])
 
-def champion_rmse(version, validation: pd.DataFrame, validation_sha256: str, name: str=MODEL_NAME) -> tuple[float, str]:
+def champion_rmse(version, validation: pd.DataFrame, validation_sha256: str,
+                  name: str=MODEL_NAME) -> tuple[float, str]:
     "The champion's validation RMSE on this validation data, and how it was obtained."
     tags = version.tags or {}
     if tags.get('train_sha256') == validation_sha256:
@@ -57,12 +124,41 @@ def champion_rmse(version, validation: pd.DataFrame, validation_sha256: str, nam
     rmse = metrics(validation.duration, score(f'models:/{name}/{version.version}', validation))['rmse']
     return rmse, 'scored again on this validation data'
 
+# %% ../nbs/04_registry.ipynb #f7fdb93a
+@dataclass
+class Registered:
+    "What `register` did: the new version, whether it became champion and why, and the figures compared."
+    version: str                 # the new model version (alias challenger)
+    promoted: bool               # whether it now holds @champion
+    reason: str                  # the decision rule's words
+    rmse: float                  # its validation RMSE (minutes), measured on the model loaded back
+    mae: float                   # its validation MAE (minutes)
+    r2: float                    # its validation R²
+    champion_version: str|None   # the champion it was compared with (None: there was none)
+    champion_rmse: float|None    # that champion's RMSE on the same validation data
+    champion_rmse_how: str       # whether that figure was logged or scored again
+
 # %% ../nbs/04_registry.ipynb #e773bbcd
+def _judge(current, rmse: float, validation: pd.DataFrame, val_sha: str, name: str) -> tuple:
+    "The champion's RMSE, how it was obtained, and the decision of a challenger with `rmse` against it."
+    champ_rmse, how = champion_rmse(current, validation, val_sha, name) if current else (None, '')
+    return (champ_rmse, how, *decide(rmse, champ_rmse))
+
+def _record(c, name: str, version: str, run_ids: set, decision: str, champ_rmse):
+    "Write the decision onto the model version and the runs (before any alias moves)."
+    retry_busy(c.set_model_version_tag, name, version, 'promotion', decision)
+    if champ_rmse is not None: retry_busy(c.set_model_version_tag, name, version, 'champion_rmse', repr(champ_rmse))
+    for rid in run_ids:
+        retry_busy(c.set_tag, rid, 'model_version', str(version)); retry_busy(c.set_tag, rid, 'promotion', decision)
+        if champ_rmse is not None: retry_busy(c.log_metric, rid, 'champion_rmse', champ_rmse)
+
+# %% ../nbs/04_registry.ipynb #dec458cc
 def register(candidate: dict,            # run_id, model_uri, rmse, ... from the train step
              validation: pd.DataFrame,   # prepared validation rides
              provenance: dict,           # data provenance from the load step
              name: str=MODEL_NAME, pipeline_run_id: str='',
-             predictions=None) -> dict:          # the logged model's predictions for `validation`, if already made
+             predictions=None            # the logged model's predictions for `validation`, if already made
+            ) -> Registered:
     "Register `candidate` as challenger and promote it if it beats the champion; the outcome."
     import mlflow
     if predictions is None: predictions = score(candidate['model_uri'], validation)
@@ -72,31 +168,24 @@ def register(candidate: dict,            # run_id, model_uri, rmse, ... from the
                                 f"{candidate['rmse']:.6f} measured in training: not registered")
     val_sha = provenance['validation']['sha256']
     current = champion(name)
-    champ_rmse, how = champion_rmse(current, validation, val_sha, name) if current else (None, '')
-    promote, reason = decide(m['rmse'], champ_rmse)
+    champ_rmse, how, promote, reason = _judge(current, m['rmse'], validation, val_sha, name)  # before any write
     c = client()
     tags = {'validation_rmse': repr(m['rmse']), 'validation_sha256': val_sha,
             'validation_data': provenance['validation']['source'], 'train_data': provenance['train']['source'],
-            'train_sha256': provenance['train']['sha256'], 'model': candidate['model'], 'alpha': str(candidate['alpha']),
+            'train_sha256': provenance['train']['sha256'], 'model': candidate['model'],
+            'alpha': str(candidate['alpha']),
             'data_is_sample': str(any(p['sample'] for p in provenance.values())).lower()}
-    mv = mlflow.register_model(candidate['model_uri'], name, tags=tags)
-    c.set_registered_model_alias(name, 'challenger', mv.version)
-    latest = champion(name)
-    if getattr(latest, 'version', None) != getattr(current, 'version', None):
-        # another pipeline promoted a model while this one was measuring: judge against that one
-        current = latest
-        try:
-            champ_rmse, how = champion_rmse(current, validation, val_sha, name) if current else (None, '')
-            promote, reason = decide(m['rmse'], champ_rmse)
-        except TaxiDurationError as e:
-            promote, reason = False, f'the champion changed meanwhile and cannot be compared: {e}'
-    if promote: c.set_registered_model_alias(name, 'champion', mv.version)
-    out = dict(version=str(mv.version), promoted=promote, reason=reason, rmse=m['rmse'], mae=m['mae'], r2=m['r2'],
-               champion_version=str(current.version) if current else None, champion_rmse=champ_rmse, champion_rmse_how=how)
-    decision = ('promoted: ' if promote else 'kept champion: ') + reason
-    c.set_model_version_tag(name, mv.version, 'promotion', decision)
-    if champ_rmse is not None: c.set_model_version_tag(name, mv.version, 'champion_rmse', repr(champ_rmse))
-    for rid in {candidate['run_id'], pipeline_run_id} - {''}:
-        c.set_tag(rid, 'model_version', str(mv.version)); c.set_tag(rid, 'promotion', decision)
-        if champ_rmse is not None: c.log_metric(rid, 'champion_rmse', champ_rmse)
-    return out
+    mv = retry_busy(mlflow.register_model, candidate['model_uri'], name, tags=tags)
+    retry_busy(c.set_registered_model_alias, name, 'challenger', mv.version)
+    with store_lock(tracking_uri(), 'promotion'):  # read champion -> decide -> move alias, one at a time
+        latest = champion(name)
+        if getattr(latest, 'version', None) != getattr(current, 'version', None):
+            current = latest  # another pipeline promoted a model while this one was measuring
+            try: champ_rmse, how, promote, reason = _judge(current, m['rmse'], validation, val_sha, name)
+            except TaxiDurationError as e:
+                promote, reason = False, f'the champion changed meanwhile and cannot be compared: {e}'
+        decision = ('promoted: ' if promote else 'kept champion: ') + reason
+        _record(c, name, mv.version, {candidate['run_id'], pipeline_run_id} - {''}, decision, champ_rmse)
+        if promote: retry_busy(c.set_registered_model_alias, name, 'champion', mv.version)  # the last write
+    return Registered(str(mv.version), promote, reason, m['rmse'], m['mae'], m['r2'],
+                      str(current.version) if current else None, champ_rmse, how)

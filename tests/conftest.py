@@ -13,16 +13,46 @@ SHARED_DATA = ROOT.parent / 'shared' / 'data'
 FULL_MONTHS = [SHARED_DATA / f'green_tripdata_2021-0{m}.parquet' for m in (1, 2, 3)]
 
 
+def have_real_months(n: int=3) -> bool:
+    "Whether ../shared/data holds the first `n` real 2021 green months."
+    return all(p.exists() for p in FULL_MONTHS[:n])
+
+
+NO_DATA = (f'needs the real TLC months in {SHARED_DATA} (CI and developer machines have them; '
+           'the repository carries no TLC data)')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _sample_dir(tmp_path_factory):
+    """For the whole session (module fixtures included): `sample:` specs are drawn into a temp folder
+    (never into the read-only shared data), and specs resolve to ../shared/data when it is there."""
+    d = tmp_path_factory.mktemp('samples')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('TAXI_SAMPLE_DIR', str(d))
+        if have_real_months() and not os.environ.get('TAXI_DATA_DIR'): mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+        yield d
+
+
 @pytest.fixture(autouse=True)
-def _no_network_no_telemetry(monkeypatch, tmp_path_factory):
-    "Every test: telemetry off, no TLC download (a spec that is not cached fails fast), a private model cache."
+def _no_network_no_telemetry(monkeypatch, _sample_dir, tmp_path_factory):
+    """Every test: telemetry off, no TLC download (a spec that is not cached fails fast), specs resolve
+    to ../shared/data when it is there, and `sample:` specs are drawn into a temp folder (never into
+    the read-only shared data), and a private cache of served models."""
     monkeypatch.setenv('MLFLOW_DISABLE_TELEMETRY', 'true')
     monkeypatch.setenv('DO_NOT_TRACK', 'true')
     monkeypatch.setenv('WHYLOGS_NO_ANALYTICS', '1')
     monkeypatch.setenv('TAXI_TLC_BASE_URL', 'http://127.0.0.1:9/unreachable')
+    monkeypatch.setenv('TAXI_SAMPLE_DIR', str(_sample_dir))
     monkeypatch.setenv('MODEL_CACHE_DIR', str(tmp_path_factory.mktemp('model-cache')))
-    if not os.environ.get('TAXI_DATA_DIR') and all(p.exists() for p in FULL_MONTHS):
+    if have_real_months() and not os.environ.get('TAXI_DATA_DIR'):
         monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+
+
+@pytest.fixture
+def real_months():
+    "Skip the test, saying why, unless ../shared/data holds the real months."
+    if not have_real_months(): pytest.skip(NO_DATA)
+    return SHARED_DATA
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -57,37 +87,26 @@ def tracking(tmp_path, monkeypatch):
 
 @pytest.fixture(scope='session')
 def trained_store(tmp_path_factory):
-    """An MLflow store holding a champion trained once per session by the real pipeline:
-    on the full 2021-01/02 months when ../shared/data has them, else on the shipped samples.
-    Returns the pipeline's outcome dict plus 'tracking_uri' and 'full' (bool)."""
+    """An MLflow store holding a champion trained once per session by the real pipeline on the full
+    2021-01/02 months of ../shared/data; skipped (with the reason) where they are absent.
+    Returns the pipeline's outcome as a dict plus 'tracking_uri' and 'full' (True)."""
+    import dataclasses
+    from taxi_duration.core import modified_env
     from taxi_duration.pipeline import run_pipeline
+    if not have_real_months(2): pytest.skip(NO_DATA)
     tmp = tmp_path_factory.mktemp('trained')
     uri = new_store(tmp)
-    full = all(p.exists() for p in FULL_MONTHS[:2])
-    old = {k: os.environ.get(k) for k in ('MLFLOW_TRACKING_URI', 'TAXI_DATA_DIR', 'TAXI_TLC_BASE_URL')}
-    os.environ['MLFLOW_TRACKING_URI'] = uri
-    os.environ['TAXI_TLC_BASE_URL'] = 'http://127.0.0.1:9/unreachable'
-    if full: os.environ['TAXI_DATA_DIR'] = str(SHARED_DATA)
-    try:
-        spec = (lambda m: f'green:2021-{m}') if full else (lambda m: f'sample:green:2021-{m}')
-        res = run_pipeline(spec('01'), spec('02'), log=lambda s: None)
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-    return dict(res, tracking_uri=uri, full=full)
-
-
-def _skip_without_real_months():
-    if not all(p.exists() for p in FULL_MONTHS):
-        pytest.skip(f'the full real months are not in {SHARED_DATA} (CI and developer machines have them)')
+    with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable',
+                      TAXI_DATA_DIR=str(SHARED_DATA), TAXI_SAMPLE_DIR=str(tmp / 'samples')):
+        res = run_pipeline('green:2021-01', 'green:2021-02', log=lambda s: None)
+    return dict(dataclasses.asdict(res), tracking_uri=uri, full=True)
 
 
 @pytest.fixture(scope='session')
 def small_model():
     """A model pipeline fitted in-process in a couple of seconds on 20,000 real January rides (the
     pipeline's own featuriser and estimator): what the HTTP tests serve. Skips without the real months."""
-    _skip_without_real_months()
+    if not have_real_months(): pytest.skip(NO_DATA)
     from sklearn.pipeline import Pipeline
     from taxi_duration.data import load
     from taxi_duration.features import RIDE_COLUMNS, make_featurizer

@@ -1,7 +1,15 @@
-"""Data loading end to end: specs, the cache, downloads from a local HTTP server, bad files."""
-import http.server
-import threading
+"""Data loading end to end: specs, the cache, downloads from a local HTTP server, samples, bad files.
 
+Download and file-handling tests use a small hand-made month in the TLC's green schema (not TLC
+data), so they run on a fresh clone; tests about the real months use ../shared/data and skip,
+saying why, without it.
+"""
+import http.server
+import io
+import threading
+import zipfile
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -9,7 +17,26 @@ from taxi_duration import data
 from taxi_duration.core import TaxiDurationError
 from taxi_duration.data import DownloadUnavailable, load, read_trips, resolve
 
-SAMPLE = data.ASSETS / 'green_tripdata_2021-01.sample.parquet'
+
+def fake_month(n: int = 500, seed: int = 1) -> pd.DataFrame:
+    "Hand-made rides in the green schema: January 2021, durations 0-90 minutes, some without a zone."
+    rng = np.random.default_rng(seed)
+    pickup = pd.Timestamp('2021-01-01') + pd.to_timedelta(rng.integers(0, 31 * 24 * 3600, n), unit='s')
+    return pd.DataFrame({
+        'VendorID': rng.integers(1, 3, n),
+        'lpep_pickup_datetime': pickup,
+        'lpep_dropoff_datetime': pickup + pd.to_timedelta(rng.uniform(0, 90, n), unit='min'),
+        'PULocationID': np.where(rng.random(n) < 0.02, np.nan, rng.integers(1, 266, n)),
+        'DOLocationID': rng.integers(1, 266, n),
+        'trip_distance': rng.uniform(0, 20, n).round(2),
+    })
+
+
+@pytest.fixture
+def month_file(tmp_path):
+    path = tmp_path / 'green_tripdata_2021-01.parquet'
+    fake_month().to_parquet(path, index=False)
+    return path
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -32,29 +59,62 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def tlc_server(monkeypatch, tmp_path):
-    "A local stand-in for the TLC bucket; the cache is a temp folder."
+    "A local stand-in for the TLC host (trip-data/ and misc/); the cache is a temp folder."
     _Handler.files, _Handler.lie_length, _Handler.hits = {}, set(), []
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    monkeypatch.setenv('TAXI_TLC_BASE_URL', f'http://127.0.0.1:{srv.server_port}/trip-data')
+    _Handler.root = f'http://127.0.0.1:{srv.server_port}'
+    monkeypatch.setenv('TAXI_TLC_BASE_URL', _Handler.root)
     monkeypatch.setenv('TAXI_DATA_DIR', str(tmp_path / 'cache'))
+    monkeypatch.setenv('TAXI_SAMPLE_DIR', str(tmp_path / 'samples'))
     yield _Handler
     srv.shutdown()
 
 
-def test_spec_downloads_once_into_the_cache(tlc_server, tmp_path):
-    tlc_server.files['/trip-data/green_tripdata_2021-01.parquet'] = SAMPLE.read_bytes()
+def test_spec_downloads_once_into_the_cache(tlc_server, tmp_path, month_file):
+    tlc_server.files['/trip-data/green_tripdata_2021-01.parquet'] = month_file.read_bytes()
     path = resolve('green:2021-01', progress=False)
     assert path == tmp_path / 'cache' / 'green_tripdata_2021-01.parquet'
-    assert path.read_bytes() == SAMPLE.read_bytes()
+    assert path.read_bytes() == month_file.read_bytes()
     resolve('green:2021-01', progress=False)  # cached: no second request
     assert tlc_server.hits == ['/trip-data/green_tripdata_2021-01.parquet']
     df, prov = load('green:2021-01', progress=False)
-    assert prov['rows_raw'] == 4000 and prov['sha256'] == data.sha256(SAMPLE)
+    assert prov['rows_raw'] == 500 and prov['sha256'] == data.sha256(month_file)
 
 
-def test_interrupted_download_leaves_no_file(tlc_server, tmp_path):
-    tlc_server.files['/trip-data/green_tripdata_2021-02.parquet'] = SAMPLE.read_bytes()
+@pytest.mark.parametrize('suffix', ['', '/', '/trip-data', '/trip-data/'])
+def test_base_url_names_the_host_root_and_the_old_trip_data_spelling_still_works(tlc_server, month_file, suffix,
+                                                                                  monkeypatch):
+    monkeypatch.setenv('TAXI_TLC_BASE_URL', tlc_server.root + suffix)
+    tlc_server.files['/trip-data/green_tripdata_2021-01.parquet'] = month_file.read_bytes()
+    tlc_server.files['/misc/taxi_zone_lookup.csv'] = b'LocationID,Borough,Zone,service_zone\n1,EWR,Newark Airport,EWR\n'
+    assert resolve('green:2021-01', progress=False).exists()
+    assert data.fetch_misc('taxi_zone_lookup.csv', progress=False).read_text().startswith('LocationID,')
+    assert tlc_server.hits == ['/trip-data/green_tripdata_2021-01.parquet', '/misc/taxi_zone_lookup.csv']
+
+
+def test_fetch_misc_caches_a_zip_and_refuses_what_is_not_one(tlc_server, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as z: z.writestr('taxi_zones.shp', b'shape bytes')
+    tlc_server.files['/misc/taxi_zones.zip'] = buf.getvalue()
+    path = data.fetch_misc('taxi_zones.zip', progress=False)
+    assert path == tmp_path / 'cache' / 'taxi_zones.zip' and zipfile.is_zipfile(path)
+    data.fetch_misc('taxi_zones.zip', progress=False)
+    assert tlc_server.hits == ['/misc/taxi_zones.zip']
+    tlc_server.files['/misc/other.zip'] = b'<html>maintenance</html>'
+    with pytest.raises(TaxiDurationError, match='did not return a usable .zip file'):
+        data.fetch_misc('other.zip', progress=False)
+    assert sorted(p.name for p in (tmp_path / 'cache').iterdir()) == ['taxi_zones.zip']
+
+
+@pytest.mark.parametrize('name', ['../x.csv', 'a/b.csv', 'x.parquet', '.hidden.csv', ''])
+def test_fetch_misc_takes_only_plain_file_names(name):
+    with pytest.raises(TaxiDurationError, match='not a TLC misc file name'):
+        data.fetch_misc(name)
+
+
+def test_interrupted_download_leaves_no_file(tlc_server, tmp_path, month_file):
+    tlc_server.files['/trip-data/green_tripdata_2021-02.parquet'] = month_file.read_bytes()
     tlc_server.lie_length.add('/trip-data/green_tripdata_2021-02.parquet')
     with pytest.raises(TaxiDurationError):
         resolve('green:2021-02', progress=False)
@@ -64,7 +124,7 @@ def test_interrupted_download_leaves_no_file(tlc_server, tmp_path):
 
 def test_non_parquet_download_is_rejected_and_not_cached(tlc_server, tmp_path):
     tlc_server.files['/trip-data/green_tripdata_2021-03.parquet'] = b'<html>maintenance</html>'
-    with pytest.raises(TaxiDurationError, match='did not return a parquet file'):
+    with pytest.raises(TaxiDurationError, match='did not return a usable .parquet file'):
         resolve('green:2021-03', progress=False)
     assert not (tmp_path / 'cache' / 'green_tripdata_2021-03.parquet').exists()
 
@@ -75,26 +135,72 @@ def test_month_the_server_does_not_have(tlc_server):
     assert not isinstance(e.value, DownloadUnavailable)
 
 
-def test_no_network_is_its_own_error(monkeypatch, tmp_path):
+def test_no_network_says_which_file_goes_where(monkeypatch, tmp_path):
     monkeypatch.setenv('TAXI_DATA_DIR', str(tmp_path))
     monkeypatch.setenv('TAXI_TLC_BASE_URL', 'http://127.0.0.1:9/nothing-listens-here')
-    with pytest.raises(DownloadUnavailable):
+    with pytest.raises(DownloadUnavailable) as e:
         resolve('green:2021-01', progress=False)
+    msg = str(e.value)
+    assert f'put green_tripdata_2021-01.parquet in {tmp_path}' in msg
+    assert 'https://d37ci6vzurychx.cloudfront.net/trip-data/green_tripdata_2021-01.parquet' in msg
+    assert '\n' not in msg
 
 
-def test_yellow_columns_are_normalised(tmp_path):
-    # real green rows, written with the yellow schema's column names
-    raw = pd.read_parquet(SAMPLE).rename(columns=lambda c: c.replace('lpep_', 'tpep_'))
+def test_sample_spec_is_drawn_from_the_cached_month_downloaded_if_needed(tlc_server, tmp_path, month_file):
+    tlc_server.files['/trip-data/green_tripdata_2021-01.parquet'] = month_file.read_bytes()
+    path = resolve('sample:green:2021-01', progress=False)
+    assert path == tmp_path / 'samples' / 'green_tripdata_2021-01.sample.parquet'
+    assert (tmp_path / 'cache' / 'green_tripdata_2021-01.parquet').exists()
+    got = pd.read_parquet(path)
+    want = fake_month().sample(n=500, random_state=data.SAMPLE_SEED).sort_index().reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want)  # n is capped at the month's size; seed 0; original order
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # written atomically: no temp left
+    assert load('sample:green:2021-01', progress=False)[1]['sample'] is True
+
+
+def test_a_read_only_data_folder_keeps_samples_elsewhere(monkeypatch, tmp_path, month_file):
+    ro = month_file.parent
+    ro.chmod(0o555)
+    try:
+        monkeypatch.setenv('TAXI_DATA_DIR', str(ro))
+        monkeypatch.delenv('TAXI_SAMPLE_DIR')
+        monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path.parent / f'{tmp_path.name}-cache'))
+        path = resolve('sample:green:2021-01')
+        assert path.parent == tmp_path.parent / f'{tmp_path.name}-cache' / 'taxi-duration' / 'samples'
+        assert not (ro / 'samples').exists()
+    finally: ro.chmod(0o755)
+
+
+def test_real_sample_is_4000_seeded_rows_of_the_real_month(real_months):
+    path = resolve('sample:green:2021-01')
+    full = pd.read_parquet(real_months / 'green_tripdata_2021-01.parquet')
+    want = full.sample(n=4000, random_state=0).sort_index().reset_index(drop=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), want)
+
+
+def test_ride_minutes_and_the_window():
+    assert (data.MIN_MINUTES, data.MAX_MINUTES) == (1, 60)
+    df = fake_month(50)
+    df = df.rename(columns=lambda c: c.replace('lpep_', ''))
+    minutes = data.ride_minutes(df)
+    assert np.allclose(minutes, (df.dropoff_datetime - df.pickup_datetime).dt.total_seconds() / 60)
+    kept = data.prepare(df)
+    assert kept.duration.between(data.MIN_MINUTES, data.MAX_MINUTES).all()
+    assert len(kept) == (minutes.between(1, 60) & df.PULocationID.notna()).sum()
+
+
+def test_yellow_columns_are_normalised(tmp_path, month_file):
+    raw = pd.read_parquet(month_file).rename(columns=lambda c: c.replace('lpep_', 'tpep_'))
     raw.to_parquet(tmp_path / 'yellow.parquet')
     df = read_trips(tmp_path / 'yellow.parquet')
-    assert list(df.columns) == data.COLUMNS and len(df) == 4000
-    assert df.pickup_datetime.equals(read_trips(SAMPLE).pickup_datetime)
+    assert list(df.columns) == data.COLUMNS and len(df) == 500
+    assert df.pickup_datetime.equals(read_trips(month_file).pickup_datetime)
 
 
-def test_csv_input_gives_the_same_rides(tmp_path):
-    pd.read_parquet(SAMPLE).to_csv(tmp_path / 'jan.csv', index=False)
+def test_csv_input_gives_the_same_rides(tmp_path, month_file):
+    pd.read_parquet(month_file).to_csv(tmp_path / 'jan.csv', index=False)
     a, pa = load(tmp_path / 'jan.csv')
-    b, pb = load(SAMPLE)
+    b, pb = load(month_file)
     assert pa['rows_kept'] == pb['rows_kept'] and (a.duration.round(9).values == b.duration.round(9).values).all()
 
 
@@ -110,15 +216,15 @@ def test_bad_files_say_what_is_wrong(tmp_path, content, match):
         load(path)
 
 
-def test_truncated_parquet(tmp_path):
+def test_truncated_parquet(tmp_path, month_file):
     path = tmp_path / 'cut.parquet'
-    path.write_bytes(SAMPLE.read_bytes()[:50_000])
+    path.write_bytes(month_file.read_bytes()[:5_000])
     with pytest.raises(TaxiDurationError, match='cannot read'):
         load(path)
 
 
-def test_empty_after_filtering(tmp_path):
-    raw = pd.read_parquet(SAMPLE)
+def test_empty_after_filtering(tmp_path, month_file):
+    raw = pd.read_parquet(month_file)
     raw['lpep_dropoff_datetime'] = raw['lpep_pickup_datetime']  # every ride 0 minutes long
     raw.to_parquet(tmp_path / 'zero.parquet')
     with pytest.raises(TaxiDurationError, match='0 rides left after keeping 1-60 minute trips'):

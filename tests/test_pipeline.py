@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from conftest import NO_DATA, have_real_months
 from taxi_duration.cli import main
 from taxi_duration.pipeline import notebooks_dir
 
@@ -72,7 +73,7 @@ def test_linear_reproduces_the_course_baseline_and_does_not_unseat_the_champion(
     assert alias(uri, 'champion') == 1 and alias(uri, 'challenger') == before[-1] + 1
 
 
-def test_alpha_sweep_groups_child_runs_and_registers_the_best(tracking, capsys):
+def test_alpha_sweep_groups_child_runs_and_registers_the_best(real_months, tracking, capsys):
     assert main(['pipeline', *SAMPLES, '--model=ridge', '--alpha=0.0001,0.001,0.01']) == 0
     out = capsys.readouterr().out
     c = client(tracking)
@@ -105,7 +106,8 @@ def test_card_papermill_form_from_the_repo_root(tmp_path, full_data_dir):
 
 @pytest.fixture(scope='module')
 def sample_store(tmp_path_factory):
-    "One store per module with a champion (v1) trained by the pipeline on the shipped samples."
+    "One store per module with a champion (v1) trained by the pipeline on samples of the real months."
+    if not have_real_months(2): pytest.skip(NO_DATA)
     tmp = tmp_path_factory.mktemp('sample-store')
     uri = f'sqlite:///{tmp}/mlflow.db'
     with pytest.MonkeyPatch.context() as mp:
@@ -141,16 +143,16 @@ def _wrong_schema(tmp):
 
 
 def _all_too_short(tmp):
-    from taxi_duration.data import ASSETS
-    raw = pd.read_parquet(ASSETS / 'green_tripdata_2021-01.sample.parquet')
+    from taxi_duration.data import resolve
+    raw = pd.read_parquet(resolve('sample:green:2021-01'))
     raw['lpep_dropoff_datetime'] = raw['lpep_pickup_datetime']
     raw.to_parquet(tmp / 'zero.parquet'); return str(tmp / 'zero.parquet')
 
 
 def _tiny(tmp):
-    from taxi_duration.data import ASSETS, prepare, read_trips
-    raw = pd.read_parquet(ASSETS / 'green_tripdata_2021-01.sample.parquet')
-    keep = prepare(read_trips(ASSETS / 'green_tripdata_2021-01.sample.parquet')).index[:40]
+    from taxi_duration.data import prepare, read_trips, resolve
+    raw = pd.read_parquet(resolve('sample:green:2021-01'))
+    keep = prepare(read_trips(resolve('sample:green:2021-01'))).index[:40]
     raw.loc[keep].to_parquet(tmp / 'tiny.parquet'); return str(tmp / 'tiny.parquet')
 
 
@@ -194,17 +196,26 @@ def test_a_failing_middle_step_fails_the_run_and_keeps_the_champion(store, tmp_p
     assert {'steps/01_data.ipynb', 'steps/02_features.ipynb'} <= arts and 'steps/03_train.ipynb' not in arts
 
 
-def test_offline_fallback_to_the_shipped_sample_is_loud(tracking, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv('TAXI_DATA_DIR', str(tmp_path / 'empty'))   # nothing cached, and no network (conftest)
-    assert main(['pipeline', '--train_data=green:2021-01', '--validation_data=green:2021-02']) == 2
-    capsys.readouterr()
-    assert main(['pipeline', '--train_data=green:2021-01', '--validation_data=green:2021-02', '--fallback-sample']) == 0
-    out, err = capsys.readouterr()
-    assert 'USING THE SHIPPED SAMPLE sample:green:2021-01' in err and 'sample:green:2021-02' in err
-    assert 'train sample:green:2021-01' in out
-    c = client(tracking)
-    mv = c.get_model_version_by_alias('taxi-duration', 'champion')
-    assert mv.tags['data_is_sample'] == 'true'
+def test_offline_without_the_files_stops_with_one_line_saying_where_to_put_them(tmp_path):
+    "`make run` on a machine without network and without the months: the real CLI, one line, exit 2."
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db',
+               TAXI_DATA_DIR=str(tmp_path / 'data'), TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable')
+    p = subprocess.run([str(BIN / 'taxi-duration'), 'pipeline', '--train_data=green:2021-01',
+                        '--validation_data=green:2021-02'], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2, p.stderr
+    [line] = p.stderr.strip().splitlines()
+    assert line.startswith('taxi-duration: error: cannot download green_tripdata_2021-01.parquet and '
+                           'green_tripdata_2021-02.parquet'), line
+    assert f"put them in {tmp_path / 'data'}" in line
+    assert 'https://d37ci6vzurychx.cloudfront.net/trip-data/' in line
+    assert not (tmp_path / 'data').exists() or list((tmp_path / 'data').iterdir()) == []
+    assert not (tmp_path / 'mlflow.db').exists()  # nothing started
+
+
+def test_the_fallback_to_a_shipped_sample_is_gone(capsys):
+    assert main(['pipeline', '--fallback-sample']) == 2
+    assert 'unrecognized arguments: --fallback-sample' in capsys.readouterr().err
 
 
 def test_telemetry_is_off_by_default_but_user_choice_wins():
