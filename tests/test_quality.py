@@ -73,15 +73,15 @@ def test_pairs_never_seen_together_get_sensible_answers(fitted):
     assert len(new) > 100 and np.isfinite(p.minutes).all() and rmse < 0.7 * baseline
 
 
-def test_interval_travels_inside_the_logged_model(fitted, tmp_path, monkeypatch):
+def test_interval_travels_inside_the_logged_model(fitted, tracking, monkeypatch):
     "Logged with skops and loaded back, the model gives the same minutes and range, and its run holds the zones."
     import mlflow
     from taxi_duration import zones
     from taxi_duration.train import log_candidate
-    monkeypatch.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp_path}/mlflow.db')
     monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
     mar = fitted['months']['03']
-    mlflow.set_experiment(experiment_name='quality')
+    from taxi_duration.core import ensure_experiment
+    mlflow.set_experiment(experiment_id=ensure_experiment('quality'))
     with mlflow.start_run():
         uri = log_candidate(fitted['pipe'], fitted['m'], mar.duration, fitted['march'].minutes[:len(mar)],
                             mar[RIDE_COLUMNS].head(5), 'gbm', 0.0)
