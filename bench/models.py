@@ -24,7 +24,8 @@ def coverage_table(y, p) -> pd.DataFrame:
     df['inside'], df['width'] = (df.lo <= df.y) & (df.y <= df.hi), df.hi - df.lo
     rows = [('all', df)] + [(f'distance {"given" if k else "not given"}', g) for k, g in df.groupby('dist')]
     df['decile'] = pd.qcut(df.m, 10, labels=False)
-    rows += [(f'decile {d + 1} ({g.m.min():.1f}-{g.m.max():.1f} min)', g) for d, g in df.groupby('decile')]
+    rows += [(f'decile {d + 1} ({g.m.min():.1f}-{g.m.max():.1f} min)', g)
+             for d, g in df.groupby('decile')]
     return pd.DataFrame([dict(rides=len(g), coverage=100 * g.inside.mean(), width=g.width.mean()) for _, g in rows],
                         index=[r for r, _ in rows]).round(2)
 
@@ -33,7 +34,8 @@ if __name__ == '__main__':
     print(f'load average {os.getloadavg()}')
     months = {m: load(f'green:2021-{m}', progress=False)[0] for m in ('01', '02', '03')}
     names = sys.argv[1:] or list(MODELS)
-    print('| model | alpha | features | train RMSE | 2021-02 RMSE | 2021-02 RMSE no distance | 2021-02 MAE | 2021-02 R² '
+    print('| model | alpha | features | train RMSE | 2021-02 RMSE | 2021-02 RMSE no distance | 2021-02 MAE '
+          '| 2021-02 R² '
           '| 2021-03 RMSE | 2021-03 RMSE no distance | 2021-03 coverage % | 2021-03 width min | fit s |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     tables = {}
