@@ -104,20 +104,18 @@ def trained_store(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def small_model():
-    """A model pipeline fitted in-process in a couple of seconds on 20,000 real January rides (the
-    pipeline's own featuriser and estimator): what the HTTP tests serve. Skips without the real months."""
+    """A model pipeline fitted in-process in a few seconds by the pipeline's own functions on 20,000 real
+    January rides, its interval calibrated on 10,000 February rides: what the HTTP tests serve."""
     if not have_real_months(): pytest.skip(NO_DATA)
-    from sklearn.pipeline import Pipeline
     from taxi_duration.data import load
-    from taxi_duration.features import RIDE_COLUMNS, make_featurizer
-    from taxi_duration.train import make_estimator
+    from taxi_duration.features import featurize
+    from taxi_duration.train import fit_candidate
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
-        jan, _ = load('green:2021-01')
-    train = jan.sample(20_000, random_state=0)
-    f = make_featurizer('zones_time')
-    X = f.fit_transform(train[RIDE_COLUMNS], train.duration)
-    return Pipeline(f.steps + [('model', make_estimator('gbm').fit(X, train.duration))])
+        feats = featurize(load('green:2021-01')[0].sample(20_000, random_state=0),
+                          load('green:2021-02')[0].sample(10_000, random_state=0), 'zones_time')
+        pipe, _, _ = fit_candidate(feats, 'gbm')
+    return pipe
 
 
 @pytest.fixture(scope='session')
