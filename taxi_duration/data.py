@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 from .core import TaxiDurationError, atomic_path
 
 # %% auto #0
-__all__ = ['SERVICES', 'TLC_BASE_URL', 'ASSETS', 'SUPPORTED_SUFFIXES', 'COLUMNS', 'NYC', 'MIN_TRAIN_ROWS', 'parse_spec',
-           'DownloadUnavailable', 'data_dir', 'download', 'resolve', 'sample_specs', 'read_trips', 'prepare', 'sha256',
-           'load', 'make_sample', 'zones']
+__all__ = ['SERVICES', 'TLC_BASE_URL', 'ASSETS', 'SUPPORTED_SUFFIXES', 'COLUMNS', 'NYC', 'MIN_MINUTES', 'MAX_MINUTES',
+           'MIN_TRAIN_ROWS', 'parse_spec', 'DownloadUnavailable', 'data_dir', 'download', 'resolve', 'sample_specs',
+           'read_trips', 'ride_minutes', 'prepare', 'sha256', 'load', 'make_sample', 'zones']
 
 # %% ../nbs/01_data.ipynb #1ed3547d
 SERVICES = {'green': (2013, 8), 'yellow': (2009, 1)}  # service -> first published (year, month)
@@ -151,12 +151,20 @@ def read_trips(path: Path,
         raise TaxiDurationError(f"{path}: a column has values of the wrong type ({e})") from None
     return df
 
+# %% ../nbs/01_data.ipynb #10a9ae7d
+MIN_MINUTES, MAX_MINUTES = 1, 60  # the ride durations we train on and judge: shorter or longer is a recording error
+
+def ride_minutes(frame: pd.DataFrame  # rides with pickup_datetime and dropoff_datetime
+                ) -> pd.Series:
+    "Ride duration in minutes, from the pickup and drop-off times."
+    return (frame.dropoff_datetime - frame.pickup_datetime).dt.total_seconds() / 60
+
 # %% ../nbs/01_data.ipynb #39e14582
 def prepare(df: pd.DataFrame,    # raw trips with our column names
-            min_minutes: float=1, max_minutes: float=60) -> pd.DataFrame:
+            min_minutes: float=MIN_MINUTES, max_minutes: float=MAX_MINUTES) -> pd.DataFrame:
     "Add `duration` (minutes) and keep rides of `min_minutes`..`max_minutes` with usable features."
     df = df.copy()
-    df['duration'] = (df.dropoff_datetime - df.pickup_datetime).dt.total_seconds() / 60
+    df['duration'] = ride_minutes(df)
     keep = df.duration.between(min_minutes, max_minutes) & df[['PULocationID', 'DOLocationID', 'trip_distance']].notna().all(axis=1)
     df = df[keep]
     df = df.astype({'PULocationID': 'int64', 'DOLocationID': 'int64', 'trip_distance': 'float64'})
