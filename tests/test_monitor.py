@@ -1,19 +1,81 @@
 """Monitoring on real months: the reference per model, `monitor --data` stays quiet on real later
-months and fires on each breakage, exit codes, alerts to a local webhook, corrupt profiles."""
+months and fires on each breakage, exit codes, alerts to a local webhook, corrupt profiles.
+
+The model under watch is fitted in-process (a few seconds) on a seeded sample of the real January
+and logged, with its reference on the real February, into a throw-away MLflow store, once per
+session: what these tests need is "a champion with a reference", not the papermill pipeline
+(tests/test_pipeline.py runs that). Without the real months in ../shared/data they skip, saying why."""
 import http.server
 import json
+import os
 import socketserver
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from taxi_duration import monitor as mon
+from taxi_duration import alerts, checks, live, profiles
 from taxi_duration.core import TaxiDurationError
-from taxi_duration.data import read_trips, resolve
+from taxi_duration.data import read_trips
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / 'shared' / 'data'
+TRAIN_ROWS = None  # rides of January the champion is fitted on (None: all, as the pipeline does; see the fixture)
+
+
+def month_file(m: str) -> Path:
+    "The real green month 2021-`m` in ../shared/data; skip (saying why) where it is absent."
+    path = SHARED_DATA / f'green_tripdata_2021-{m}.parquet'
+    if not path.exists(): pytest.skip(f'needs the real month {path.name} in {SHARED_DATA} (CI and developers have it)')
+    return path
+
+
+def sample_file(m: str, tmp: Path, n: int=4000, seed: int=0) -> Path:
+    "A seeded sample of `n` raw rows of the real month, written to `tmp` (as data.make_sample draws it)."
+    dest = tmp / f'green_tripdata_2021-{m}.sample-{n}-{seed}.parquet'
+    if not dest.exists():
+        pd.read_parquet(month_file(m)).sample(n=n, random_state=seed).sort_index().to_parquet(dest, index=False)
+    return dest
+
+
+def in_process_champion(n_train: int|None=TRAIN_ROWS, seed: int=0) -> dict:
+    """The pipeline's gbm fitted once, in process, on January (all of it, or a seeded sample of `n_train`
+    rides), logged with its reference on all of February, registered and promoted in the store
+    MLFLOW_TRACKING_URI names; the registry's outcome. The same library calls as the pipeline's steps, without
+    papermill or a second fit. On the whole of January it is the pipeline's champion (the fit is deterministic),
+    so the measured thresholds table (nbs/09_checks.ipynb) holds: a model fitted on 20,000 rides leans less on
+    the zones, and scrambled zone ids no longer move its errors past rmse_ratio."""
+    import mlflow
+    from taxi_duration.core import ensure_experiment, tracking_uri
+    from taxi_duration.data import load
+    from taxi_duration.registry import register
+    from taxi_duration.train import featurize, fit_candidate, log_candidate, log_provenance
+    (jan, jan_prov), (feb, feb_prov) = (load(str(month_file(m)), progress=False) for m in ('01', '02'))
+    if n_train: jan = jan.sample(min(n_train, len(jan)), random_state=seed)
+    prov, frames = {'train': jan_prov, 'validation': feb_prov}, {'train': jan, 'validation': feb}
+    tracking_uri()
+    mlflow.set_experiment(experiment_id=ensure_experiment('monitor-tests'))
+    feats = featurize(jan, feb, 'zones_time')
+    with mlflow.start_run() as run:
+        log_provenance(prov, frames)
+        pipe, m, pred = fit_candidate(feats, 'gbm')
+        uri = log_candidate(pipe, m, feats['y_validation'], pred, feb[profiles.RIDE_COLUMNS].head(5), 'gbm', 0.0)
+    cand = dict(run_id=run.info.run_id, model_uri=uri, model='gbm', alpha=0.0, **m)
+    profiles.log_reference(cand['run_id'], jan, feb, pred, {k: m[k] for k in ('rmse', 'mae', 'r2')})
+    return register(cand, feb, prov, predictions=pred)
+
+
+@pytest.fixture(scope='session')
+def monitored_store(tmp_path_factory):
+    "A throw-away store whose champion (with its reference) was fitted in-process once per session."
+    for m in ('01', '02', '03'): month_file(m)
+    tmp = tmp_path_factory.mktemp('monitored')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp / "mlflow.db"}')
+        mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+        outcome = in_process_champion()
+    return dict(outcome, tracking_uri=f'sqlite:///{tmp / "mlflow.db"}')
 
 
 def run_cli(*argv) -> int:
@@ -23,36 +85,49 @@ def run_cli(*argv) -> int:
 
 
 @pytest.fixture
-def env(champion_env, monkeypatch, tmp_path):
-    "The session champion's registry, its data folder, a clean monitoring dir and no webhook."
-    if champion_env['full']: monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+def env(monitored_store, monkeypatch, tmp_path):
+    "The session champion's registry, the real data folder, a clean monitoring dir and no webhook."
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', monitored_store['tracking_uri'])
+    monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
     monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
     monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
-    return champion_env
+    return monitored_store
+
+
+@pytest.fixture(scope='session')
+def _reference(monitored_store):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', monitored_store['tracking_uri'])
+        return profiles.load_reference()
 
 
 @pytest.fixture
-def reference(env):
-    return mon.load_reference()
+def reference(env, _reference):
+    return _reference
 
 
 def month(env, m: str) -> str:
-    return f'green:2021-{m}' if env['full'] else f'sample:green:2021-{m}'
+    return f'green:2021-{m}'
+
+
+@pytest.fixture(scope='session')
+def _raw_march():
+    return read_trips(month_file('03'))
 
 
 @pytest.fixture
-def raw_march(env):
-    return read_trips(resolve(month(env, '03')))
+def raw_march(_raw_march):
+    return _raw_march.copy()
 
 
 def test_reference_is_logged_with_the_champion_run(env, reference):
     from taxi_duration.registry import champion, client
     mv = champion()
-    assert reference['version'] == str(mv.version) and reference['run_id'] == mv.run_id
+    assert reference.version == str(mv.version) and reference.run_id == mv.run_id
     names = {Path(a.path).name for a in client().list_artifacts(mv.run_id, 'reference')}
     assert names >= {'train.bin', 'validation.bin', 'metrics.json'}
-    assert abs(reference['metrics']['rmse'] - float(mv.tags['validation_rmse'])) < 1e-6
-    assert mon.rows(reference['validation'], mon.PREDICTION) == reference['metrics']['rows']
+    assert abs(reference.metrics['rmse'] - float(mv.tags['validation_rmse'])) < 1e-6
+    assert profiles.rows(reference.validation, profiles.PREDICTION) == reference.metrics['rows']
 
 
 @pytest.mark.parametrize('m', ['02', '03'])
@@ -80,11 +155,11 @@ EXPECTED = {  # scenario -> (check, column) pairs that must fire
 
 @pytest.mark.parametrize('scenario', list(EXPECTED))
 def test_breakage_fires(env, reference, raw_march, scenario):
-    res = mon.monitor_data(mon.make_scenario(raw_march, scenario), reference)
-    got = {(c['check'], c['column']) for c in res['alerts']}
-    assert EXPECTED[scenario] <= got, (scenario, res['alerts'])
+    res = checks.monitor_data(checks.make_scenario(raw_march, scenario), reference)
+    got = {(c.check, c.column) for c in res.alerts}
+    assert EXPECTED[scenario] <= got, (scenario, res.alerts)
     if scenario.startswith('slower'):  # the city slowed down: the inputs did not drift, only the errors tell
-        assert not [c for c in res['alerts'] if c['check'] != 'performance']
+        assert not [c for c in res.alerts if c.check != 'performance']
 
 
 def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
@@ -99,7 +174,7 @@ def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
     srv = socketserver.TCPServer(('127.0.0.1', 0), Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     data = tmp_path / 'km.parquet'
-    mon.make_scenario(raw_march, 'km').to_parquet(data)
+    checks.make_scenario(raw_march, 'km').to_parquet(data)
     try:
         code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'),
                        '--webhook-url', f'http://127.0.0.1:{srv.server_address[1]}/hook')
@@ -122,7 +197,7 @@ def test_unreachable_webhook_is_retried_recorded_and_still_alerts(env, tmp_path,
     import socket
     s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()  # nothing listens there
     data = tmp_path / 'zones.parquet'
-    mon.make_scenario(raw_march, 'zones_constant').to_parquet(data)
+    checks.make_scenario(raw_march, 'zones_constant').to_parquet(data)
     code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'), '--webhook-url', f'http://127.0.0.1:{port}/x')
     assert code == 3
     lines = [json.loads(l) for l in (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()]
@@ -133,11 +208,13 @@ def test_unreachable_webhook_is_retried_recorded_and_still_alerts(env, tmp_path,
 
 def test_webhook_from_environment(monkeypatch, tmp_path):
     got = []
-    monkeypatch.setattr(mon, 'post_webhook', lambda url, body, *a: got.append(url) or dict(status='delivered', attempts=1))
+    monkeypatch.setattr(alerts, 'post_webhook', lambda url, body, *a: got.append(url) or dict(status='delivered', attempts=1))
     monkeypatch.setenv('ALERT_WEBHOOK_URL', 'http://127.0.0.1:1/hook')
-    result = dict(model_name='m', model_version='1', source='s', rows=5,
-                  alerts=[dict(check='drift', column='c', statistic='ks', value=0.5, threshold=0.1, note='')])
-    rec = mon.raise_alert(result, tmp_path / 'a.jsonl', echo=lambda s: None)
+    fired = [checks.make_check('drift', 'c', 'ks', 0.5, 0.1)]
+    result = checks.MonitorResult(kind='data', source='s', model_name='m', model_version='1', model_run_id='r',
+                                  created='now', rows=5, healthy=False, alerts=fired, checks=fired,
+                                  thresholds=checks.Thresholds(), reference_metrics={}, windows=[])
+    rec = alerts.raise_alert(result, tmp_path / 'a.jsonl', echo=lambda s: None)
     assert got == ['http://127.0.0.1:1/hook'] and rec['delivery']['status'] == 'delivered'
 
 
@@ -164,31 +241,49 @@ def test_input_errors_exit_2(env, tmp_path):
 
 def test_no_champion_is_a_clear_error(tracking):
     with pytest.raises(TaxiDurationError, match='taxi-duration pipeline'):
-        mon.load_reference()
+        profiles.load_reference()
 
 
 def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, raw_march, tmp_path):
-    fr = mon.completed_rides(raw_march)
+    fr = checks.completed_rides(raw_march)
     from taxi_duration.registry import load_model
-    pred = mon.score_rides(load_model(reference['model_uri']), fr)
-    good = mon.profile(mon.monitor_frame(fr, pred), metadata={'model_version': reference['version']})
+    pred = profiles.score_rides(load_model(reference.model_uri), fr)
+    good = profiles.profile(profiles.monitor_frame(fr, pred), metadata={'model_version': reference.version})
     d = tmp_path / 'profiles'; d.mkdir()
     (d / 'profile-good.bin').write_bytes(good.serialize())
     blob = good.serialize()
     (d / 'profile-truncated.bin').write_bytes(blob[: len(blob) // 3])
     (d / 'profile-empty.bin').write_bytes(b'')
     (d / 'profile-garbage.bin').write_bytes(b'WHY1' + bytes(range(256)) * 4)
-    other = mon.profile(mon.monitor_frame(fr, pred * 3), metadata={'model_version': 'other'})
+    other = profiles.profile(profiles.monitor_frame(fr, pred * 3), metadata={'model_version': 'other'})
     (d / 'profile-other.bin').write_bytes(other.serialize())
-    res = mon.monitor_profiles(d, reference)
-    assert res['healthy'] and res['rows'] == len(fr) and res['files'] == 1
-    assert sum('unreadable' in p for p in res['problems']) == 3
-    assert any('version other left out' in p for p in res['problems'])
+    res = live.monitor_profiles(d, reference)
+    assert res.healthy and res.rows == len(fr) and res.files == 1
+    assert sum('unreadable' in p for p in res.problems) == 3
+    assert any('version other left out' in p for p in res.problems)
     assert run_cli('--profiles', str(d), '--report', str(tmp_path / 'p.html')) == 0
 
 
 def test_data_with_missing_values_is_judged_not_dropped(env, reference, raw_march):
-    res = mon.monitor_data(mon.make_scenario(raw_march, 'missing'), reference)
-    miss = {c['column']: c['value'] for c in res['checks'] if c['check'] == 'missing'}
+    res = checks.monitor_data(checks.make_scenario(raw_march, 'missing'), reference)
+    miss = {c.column: c.value for c in res.checks if c.check == 'missing'}
     assert 0.03 < miss['trip_distance'] < 0.07
-    assert res['performance']['rows'] < res['rows']  # rides with a gap are profiled, not scored
+    assert res.performance['rows'] < res.rows  # rides with a gap are profiled, not scored
+
+
+def test_report_escapes_what_it_shows(env, reference, raw_march, tmp_path):
+    "A hostile source name (a file name is an input) is shown as text in the HTML report, never run."
+    from dataclasses import replace
+    res = replace(checks.monitor_data(raw_march.head(3000), reference), source='<script>alert(1)</script>')
+    html_path, json_path = alerts.write_outputs(res, tmp_path / 'r.html')
+    html = html_path.read_text()
+    assert '<script>' not in html and '&lt;script&gt;alert(1)&lt;/script&gt;' in html
+    assert json.loads(json_path.read_text())['source'] == '<script>alert(1)</script>'
+
+
+def test_summary_json_has_no_views(env, reference, raw_march):
+    res = checks.monitor_data(raw_march.head(3000), reference)
+    summary = json.loads(res.to_json())
+    assert 'views' not in summary and '_views' not in summary
+    assert list(summary)[:8] == ['kind', 'source', 'model_name', 'model_version', 'model_run_id', 'created', 'rows', 'healthy']
+    assert {'performance', 'window'} <= set(summary) and not {'problems', 'files', 'rejected'} & set(summary)
