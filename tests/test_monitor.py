@@ -106,6 +106,20 @@ def reference(env, _reference):
     return _reference
 
 
+@pytest.fixture(scope='session')
+def _model(monitored_store, _reference):
+    from taxi_duration.registry import load_model
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', monitored_store['tracking_uri'])
+        return load_model(_reference.model_uri)
+
+
+@pytest.fixture
+def model(env, _model):
+    "The champion's pipeline, loaded once per session (monitor_data would load it from the registry each call)."
+    return _model
+
+
 def month(env, m: str) -> str:
     return f'green:2021-{m}'
 
@@ -154,8 +168,8 @@ EXPECTED = {  # scenario -> (check, column) pairs that must fire
 
 
 @pytest.mark.parametrize('scenario', list(EXPECTED))
-def test_breakage_fires(env, reference, raw_march, scenario):
-    res = checks.monitor_data(checks.make_scenario(raw_march, scenario), reference)
+def test_breakage_fires(env, reference, model, raw_march, scenario):
+    res = checks.monitor_data(checks.make_scenario(raw_march, scenario), reference, model=model)
     got = {(c.check, c.column) for c in res.alerts}
     assert EXPECTED[scenario] <= got, (scenario, res.alerts)
     if scenario.startswith('slower'):  # the city slowed down: the inputs did not drift, only the errors tell
@@ -244,10 +258,9 @@ def test_no_champion_is_a_clear_error(tracking):
         profiles.load_reference()
 
 
-def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, raw_march, tmp_path):
+def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, model, raw_march, tmp_path):
     fr = checks.completed_rides(raw_march)
-    from taxi_duration.registry import load_model
-    pred = profiles.score_rides(load_model(reference.model_uri), fr)
+    pred = profiles.score_rides(model, fr)
     good = profiles.profile(profiles.monitor_frame(fr, pred), metadata={'model_version': reference.version})
     d = tmp_path / 'profiles'; d.mkdir()
     (d / 'profile-good.bin').write_bytes(good.serialize())
@@ -264,26 +277,36 @@ def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, r
     assert run_cli('--profiles', str(d), '--report', str(tmp_path / 'p.html')) == 0
 
 
-def test_data_with_missing_values_is_judged_not_dropped(env, reference, raw_march):
-    res = checks.monitor_data(checks.make_scenario(raw_march, 'missing'), reference)
+def test_data_with_missing_values_is_judged_not_dropped(env, reference, model, raw_march):
+    res = checks.monitor_data(checks.make_scenario(raw_march, 'missing'), reference, model=model)
     miss = {c.column: c.value for c in res.checks if c.check == 'missing'}
     assert 0.03 < miss['trip_distance'] < 0.07
     assert res.performance['rows'] < res.rows  # rides with a gap are profiled, not scored
 
 
-def test_report_escapes_what_it_shows(env, reference, raw_march, tmp_path):
+def test_report_escapes_what_it_shows(env, reference, model, raw_march, tmp_path):
     "A hostile source name (a file name is an input) is shown as text in the HTML report, never run."
     from dataclasses import replace
-    res = replace(checks.monitor_data(raw_march.head(3000), reference), source='<script>alert(1)</script>')
+    res = replace(checks.monitor_data(raw_march.head(3000), reference, model=model), source='<script>alert(1)</script>')
     html_path, json_path = alerts.write_outputs(res, tmp_path / 'r.html')
     html = html_path.read_text()
     assert '<script>' not in html and '&lt;script&gt;alert(1)&lt;/script&gt;' in html
     assert json.loads(json_path.read_text())['source'] == '<script>alert(1)</script>'
 
 
-def test_summary_json_has_no_views(env, reference, raw_march):
-    res = checks.monitor_data(raw_march.head(3000), reference)
+def test_summary_json_has_no_views(env, reference, model, raw_march):
+    res = checks.monitor_data(raw_march.head(3000), reference, model=model)
     summary = json.loads(res.to_json())
     assert 'views' not in summary and '_views' not in summary
     assert list(summary)[:8] == ['kind', 'source', 'model_name', 'model_version', 'model_run_id', 'created', 'rows', 'healthy']
     assert {'performance', 'window'} <= set(summary) and not {'problems', 'files', 'rejected'} & set(summary)
+
+
+def test_an_unwritable_report_does_not_swallow_the_alert(env, raw_march, tmp_path):
+    "The alert goes out first; a report that cannot be written is a warning, and the exit code still says alert."
+    data = tmp_path / 'km.parquet'
+    checks.make_scenario(raw_march, 'km').to_parquet(data)
+    (tmp_path / 'file').write_text('')
+    assert run_cli('--data', str(data), '--report', str(tmp_path / 'file' / 'r.html')) == 3
+    lines = (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()
+    assert [json.loads(l)['type'] for l in lines] == ['alert']

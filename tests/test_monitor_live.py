@@ -18,16 +18,12 @@ from taxi_duration import alerts, checks, live, profiles
 from taxi_duration.data import load
 from taxi_duration.features import RIDE_COLUMNS
 
-from test_monitor import (SHARED_DATA, _raw_march, _reference, env, monitored_store, month, raw_march,  # noqa: F401
-                          reference, run_cli, sample_file)                                            # (fixtures)
+from test_monitor import (SHARED_DATA, _model, _raw_march, _reference, env, model, monitored_store,  # noqa: F401
+                          month, raw_march, reference, run_cli, sample_file)                        # (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def model(reference):
-    from taxi_duration.registry import load_model
-    return load_model(reference.model_uri)
 
 
 def drive(profiler, frame: pd.DataFrame, model, version, per_request: int=1, scale: float=1.0):
