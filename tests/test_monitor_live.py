@@ -18,8 +18,9 @@ from taxi_duration import alerts, checks, live, profiles
 from taxi_duration.data import load
 from taxi_duration.features import RIDE_COLUMNS
 
-from test_monitor import (SHARED_DATA, _model, _raw_march, _reference, env, model, monitored_store,  # noqa: F401
-                          month, raw_march, reference, run_cli, sample_file)                        # (fixtures)
+from monitor_fixtures import SHARED_DATA, run_cli, sample_file
+
+pytest_plugins = ['monitor_fixtures']  # env, reference, model, raw_march: one champion per session
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from taxi_duration import checks
 from taxi_duration.data import read_trips
 from taxi_duration.registry import champion
 
-from test_monitor import SHARED_DATA, in_process_champion, run_cli, sample_file
+from monitor_fixtures import SHARED_DATA, in_process_champion, run_cli, sample_file
 
 
 @pytest.fixture
