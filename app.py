@@ -10,7 +10,7 @@ the request path (nbs/11_live.ipynb); MONITORING=0 turns that off.
 """
 import os
 
-from taxi_duration.monitor import LiveProfiler
+from taxi_duration.live import LiveProfiler
 from taxi_duration.serve import app_or_exit, run_or_exit
 
 profiler = None if os.environ.get('MONITORING') == '0' else LiveProfiler()

@@ -21,7 +21,7 @@ setuptools.setup(
     ] + [f'Programming Language :: Python :: {v}' for v in ('3.10', '3.11', '3.12')],
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['taxi_duration', 'taxi_duration.*']),
-    package_data={'taxi_duration': ['static/*', 'assets/*']},  # the web page; the zone table (until the zones module)
+    package_data={'taxi_duration': ['static/*', 'templates/*']},  # the web page, the monitoring report
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements},

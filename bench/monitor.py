@@ -24,12 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
 APP = """import os
-from taxi_duration.serve import create_app
-hook = None
+from taxi_duration.serve import app_from_env
+os.environ['REFRESH_SECONDS'] = '0'
+hooks = {}
 if os.environ.get('BENCH_MONITOR') == '1':
-    from taxi_duration.monitor import LiveProfiler
-    hook = LiveProfiler()
-app = create_app(on_predictions=hook, refresh_seconds=0)
+    from taxi_duration.live import LiveProfiler
+    p = LiveProfiler()
+    hooks = dict(on_predictions=p.record, on_rejected=p.rejected)
+app = app_from_env(**hooks)
 """
 
 
@@ -47,7 +49,7 @@ def bench_hook(n: int):
     import datetime as dt
     import pandas as pd
     import whylogs as why
-    from taxi_duration.monitor import LiveProfiler
+    from taxi_duration.live import LiveProfiler
     ride = dict(RIDE, pickup_datetime=dt.datetime(2021, 3, 5, 8, 30))
     pred = np.array([9.5])
     with tempfile.TemporaryDirectory() as d:
@@ -59,7 +61,7 @@ def bench_hook(n: int):
         assert prof.errors == 0
         # the thread's own pace: rides profiled per second, from ride dicts (what it does off the request path)
         rides = [ride] * 10_000
-        from taxi_duration.monitor import monitor_frame, profile
+        from taxi_duration.profiles import monitor_frame, profile
         t0 = time.perf_counter(); profile(monitor_frame(rides, np.full(len(rides), 9.5))); pace = len(rides) / (time.perf_counter() - t0)
         frame = pd.DataFrame([dict(ride, prediction=9.5)])
         naive = per_call(lambda: why.log(frame), max(n // 200, 50))
@@ -157,7 +159,8 @@ def main():
         # each round runs without then with, back to back: the median of the paired costs resists load from elsewhere
         cost = float(np.median([(x['rps'] - y['rps']) / x['rps'] * 100 for x, y in zip(runs[False], runs[True])]))
         print(f'load average at the end: {os.getloadavg()[0]:.2f} (above ~2 means other work shared these 2 cores: rerun)')
-        from taxi_duration.monitor import read_profiles, rows
+        from taxi_duration.live import read_profiles
+        from taxi_duration.profiles import rows
         found, problems = read_profiles(mdir)
         profiled = sum(rows(f['view']) for f in found)
         answered = sum(x['requests'] - x['non2xx'] for x in runs[True])

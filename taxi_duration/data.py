@@ -12,9 +12,9 @@ from .core import TaxiDurationError, atomic_path
 
 # %% auto #0
 __all__ = ['SERVICES', 'TLC_HOST', 'TLC_KINDS', 'MISC_FILES', 'SUPPORTED_SUFFIXES', 'SAMPLE_ROWS', 'SAMPLE_SEED', 'COLUMNS',
-           'NYC', 'MIN_MINUTES', 'MAX_MINUTES', 'MIN_TRAIN_ROWS', 'ASSETS', 'parse_spec', 'DownloadUnavailable',
-           'data_dir', 'tlc_url', 'check_file', 'download', 'fetch_misc', 'resolve', 'make_sample', 'sample_dir',
-           'sample', 'read_trips', 'ride_minutes', 'prepare', 'sha256', 'load', 'zones']
+           'NYC', 'MIN_MINUTES', 'MAX_MINUTES', 'MIN_TRAIN_ROWS', 'parse_spec', 'DownloadUnavailable', 'data_dir',
+           'tlc_url', 'check_file', 'download', 'fetch_misc', 'resolve', 'make_sample', 'sample_dir', 'sample',
+           'read_trips', 'ride_minutes', 'prepare', 'sha256', 'load']
 
 # %% ../nbs/01_data.ipynb #1ed3547d
 SERVICES = {'green': (2013, 8), 'yellow': (2009, 1)}  # service -> first published (year, month)
@@ -253,11 +253,3 @@ def load(source: str|Path, progress: bool=True,
                                 f"trips ({len(raw)} rows read); need at least {max(min_rows, 1)}")
     return df, dict(source=str(source), path=str(path.resolve()), sha256=sha256(path),
                     rows_raw=len(raw), rows_kept=len(df), sample=path.name.endswith('.sample.parquet'))
-
-# %% ../nbs/01_data.ipynb #adb05076
-import taxi_duration
-ASSETS = Path(taxi_duration.__file__).parent/'assets'  # the zone table, until the zones module takes over
-
-def zones() -> pd.DataFrame:
-    "The TLC taxi zone table, indexed by LocationID."
-    return pd.read_csv(ASSETS/'taxi_zone_lookup.csv', keep_default_na=False).set_index('LocationID')

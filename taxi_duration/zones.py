@@ -30,9 +30,7 @@ def _fetch(name: str  # a file of the TLC's misc/ folder, e.g. 'taxi_zones.zip'
 # %% ../nbs/01a_zones.ipynb #62e3074c
 def zone_table() -> pd.DataFrame:
     "The TLC zone table (Borough, Zone, service_zone), indexed by LocationID."
-    try: path = _fetch('taxi_zone_lookup.csv')
-    except TaxiDurationError: return data.zones()
-    return pd.read_csv(path, keep_default_na=False).set_index('LocationID')
+    return pd.read_csv(_fetch('taxi_zone_lookup.csv'), keep_default_na=False).set_index('LocationID')
 
 # %% ../nbs/01a_zones.ipynb #2bf9dffd
 _MAX_MEMBER = 64 << 20  # the official .shp is ~1 MB; a bigger member is not a zone file

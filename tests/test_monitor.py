@@ -1,58 +1,37 @@
 """Monitoring on real months: the reference per model, `monitor --data` stays quiet on real later
-months and fires on each breakage, exit codes, alerts to a local webhook, corrupt profiles."""
+months and fires on each breakage, exit codes, alerts to a local webhook, corrupt profiles.
+
+The model under watch is fitted in-process on the real January and logged, with its reference on the
+real February, into a throw-away MLflow store, once per session (tests/monitor_fixtures.py): what these
+tests need is "a champion with a reference", not the papermill pipeline (tests/test_pipeline.py runs
+that). Without the real months in ../shared/data they skip, saying why."""
 import http.server
 import json
+import os
 import socketserver
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from taxi_duration import monitor as mon
+from taxi_duration import alerts, checks, live, profiles
 from taxi_duration.core import TaxiDurationError
-from taxi_duration.data import read_trips, resolve
+from taxi_duration.data import read_trips
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / 'shared' / 'data'
+pytest_plugins = ['monitor_fixtures']  # the shared fixtures: env, reference, model, raw_march, monitored_store
 
-
-def run_cli(*argv) -> int:
-    "`taxi-duration monitor ARGV` through the project's CLI, in process; the exit code."
-    from taxi_duration import cli
-    return cli.main(['monitor', *argv])
-
-
-@pytest.fixture
-def env(champion_env, monkeypatch, tmp_path):
-    "The session champion's registry, its data folder, a clean monitoring dir and no webhook."
-    if champion_env['full']: monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
-    monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
-    monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
-    return champion_env
-
-
-@pytest.fixture
-def reference(env):
-    return mon.load_reference()
-
-
-def month(env, m: str) -> str:
-    return f'green:2021-{m}' if env['full'] else f'sample:green:2021-{m}'
-
-
-@pytest.fixture
-def raw_march(env):
-    return read_trips(resolve(month(env, '03')))
+from monitor_fixtures import SHARED_DATA, month, month_file, run_cli, sample_file  # noqa: E402  (plain functions)
 
 
 def test_reference_is_logged_with_the_champion_run(env, reference):
     from taxi_duration.registry import champion, client
     mv = champion()
-    assert reference['version'] == str(mv.version) and reference['run_id'] == mv.run_id
+    assert reference.version == str(mv.version) and reference.run_id == mv.run_id
     names = {Path(a.path).name for a in client().list_artifacts(mv.run_id, 'reference')}
     assert names >= {'train.bin', 'validation.bin', 'metrics.json'}
-    assert abs(reference['metrics']['rmse'] - float(mv.tags['validation_rmse'])) < 1e-6
-    assert mon.rows(reference['validation'], mon.PREDICTION) == reference['metrics']['rows']
+    assert abs(reference.metrics['rmse'] - float(mv.tags['validation_rmse'])) < 1e-6
+    assert profiles.rows(reference.validation, profiles.PREDICTION) == reference.metrics['rows']
 
 
 @pytest.mark.parametrize('m', ['02', '03'])
@@ -79,12 +58,12 @@ EXPECTED = {  # scenario -> (check, column) pairs that must fire
 
 
 @pytest.mark.parametrize('scenario', list(EXPECTED))
-def test_breakage_fires(env, reference, raw_march, scenario):
-    res = mon.monitor_data(mon.make_scenario(raw_march, scenario), reference)
-    got = {(c['check'], c['column']) for c in res['alerts']}
-    assert EXPECTED[scenario] <= got, (scenario, res['alerts'])
+def test_breakage_fires(env, reference, model, raw_march, scenario):
+    res = checks.monitor_data(checks.make_scenario(raw_march, scenario), reference, model=model)
+    got = {(c.check, c.column) for c in res.alerts}
+    assert EXPECTED[scenario] <= got, (scenario, res.alerts)
     if scenario.startswith('slower'):  # the city slowed down: the inputs did not drift, only the errors tell
-        assert not [c for c in res['alerts'] if c['check'] != 'performance']
+        assert not [c for c in res.alerts if c.check != 'performance']
 
 
 def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
@@ -99,7 +78,7 @@ def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
     srv = socketserver.TCPServer(('127.0.0.1', 0), Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     data = tmp_path / 'km.parquet'
-    mon.make_scenario(raw_march, 'km').to_parquet(data)
+    checks.make_scenario(raw_march, 'km').to_parquet(data)
     try:
         code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'),
                        '--webhook-url', f'http://127.0.0.1:{srv.server_address[1]}/hook')
@@ -122,7 +101,7 @@ def test_unreachable_webhook_is_retried_recorded_and_still_alerts(env, tmp_path,
     import socket
     s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()  # nothing listens there
     data = tmp_path / 'zones.parquet'
-    mon.make_scenario(raw_march, 'zones_constant').to_parquet(data)
+    checks.make_scenario(raw_march, 'zones_constant').to_parquet(data)
     code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'), '--webhook-url', f'http://127.0.0.1:{port}/x')
     assert code == 3
     lines = [json.loads(l) for l in (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()]
@@ -133,11 +112,13 @@ def test_unreachable_webhook_is_retried_recorded_and_still_alerts(env, tmp_path,
 
 def test_webhook_from_environment(monkeypatch, tmp_path):
     got = []
-    monkeypatch.setattr(mon, 'post_webhook', lambda url, body, *a: got.append(url) or dict(status='delivered', attempts=1))
+    monkeypatch.setattr(alerts, 'post_webhook', lambda url, body, *a: got.append(url) or dict(status='delivered', attempts=1))
     monkeypatch.setenv('ALERT_WEBHOOK_URL', 'http://127.0.0.1:1/hook')
-    result = dict(model_name='m', model_version='1', source='s', rows=5,
-                  alerts=[dict(check='drift', column='c', statistic='ks', value=0.5, threshold=0.1, note='')])
-    rec = mon.raise_alert(result, tmp_path / 'a.jsonl', echo=lambda s: None)
+    fired = [checks.make_check('drift', 'c', 'ks', 0.5, 0.1)]
+    result = checks.MonitorResult(kind='data', source='s', model_name='m', model_version='1', model_run_id='r',
+                                  created='now', rows=5, healthy=False, alerts=fired, checks=fired,
+                                  thresholds=checks.Thresholds(), reference_metrics={}, windows=[])
+    rec = alerts.raise_alert(result, tmp_path / 'a.jsonl', echo=lambda s: None)
     assert got == ['http://127.0.0.1:1/hook'] and rec['delivery']['status'] == 'delivered'
 
 
@@ -164,31 +145,58 @@ def test_input_errors_exit_2(env, tmp_path):
 
 def test_no_champion_is_a_clear_error(tracking):
     with pytest.raises(TaxiDurationError, match='taxi-duration pipeline'):
-        mon.load_reference()
+        profiles.load_reference()
 
 
-def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, raw_march, tmp_path):
-    fr = mon.completed_rides(raw_march)
-    from taxi_duration.registry import load_model
-    pred = mon.score_rides(load_model(reference['model_uri']), fr)
-    good = mon.profile(mon.monitor_frame(fr, pred), metadata={'model_version': reference['version']})
+def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, model, raw_march, tmp_path):
+    fr = checks.completed_rides(raw_march)
+    pred = profiles.score_rides(model, fr)
+    good = profiles.profile(profiles.monitor_frame(fr, pred), metadata={'model_version': reference.version})
     d = tmp_path / 'profiles'; d.mkdir()
     (d / 'profile-good.bin').write_bytes(good.serialize())
     blob = good.serialize()
     (d / 'profile-truncated.bin').write_bytes(blob[: len(blob) // 3])
     (d / 'profile-empty.bin').write_bytes(b'')
     (d / 'profile-garbage.bin').write_bytes(b'WHY1' + bytes(range(256)) * 4)
-    other = mon.profile(mon.monitor_frame(fr, pred * 3), metadata={'model_version': 'other'})
+    other = profiles.profile(profiles.monitor_frame(fr, pred * 3), metadata={'model_version': 'other'})
     (d / 'profile-other.bin').write_bytes(other.serialize())
-    res = mon.monitor_profiles(d, reference)
-    assert res['healthy'] and res['rows'] == len(fr) and res['files'] == 1
-    assert sum('unreadable' in p for p in res['problems']) == 3
-    assert any('version other left out' in p for p in res['problems'])
+    res = live.monitor_profiles(d, reference)
+    assert res.healthy and res.rows == len(fr) and res.files == 1
+    assert sum('unreadable' in p for p in res.problems) == 3
+    assert any('version other left out' in p for p in res.problems)
     assert run_cli('--profiles', str(d), '--report', str(tmp_path / 'p.html')) == 0
 
 
-def test_data_with_missing_values_is_judged_not_dropped(env, reference, raw_march):
-    res = mon.monitor_data(mon.make_scenario(raw_march, 'missing'), reference)
-    miss = {c['column']: c['value'] for c in res['checks'] if c['check'] == 'missing'}
+def test_data_with_missing_values_is_judged_not_dropped(env, reference, model, raw_march):
+    res = checks.monitor_data(checks.make_scenario(raw_march, 'missing'), reference, model=model)
+    miss = {c.column: c.value for c in res.checks if c.check == 'missing'}
     assert 0.03 < miss['trip_distance'] < 0.07
-    assert res['performance']['rows'] < res['rows']  # rides with a gap are profiled, not scored
+    assert res.performance['rows'] < res.rows  # rides with a gap are profiled, not scored
+
+
+def test_report_escapes_what_it_shows(env, reference, model, raw_march, tmp_path):
+    "A hostile source name (a file name is an input) is shown as text in the HTML report, never run."
+    from dataclasses import replace
+    res = replace(checks.monitor_data(raw_march.head(3000), reference, model=model), source='<script>alert(1)</script>')
+    html_path, json_path = alerts.write_outputs(res, tmp_path / 'r.html')
+    html = html_path.read_text()
+    assert '<script>' not in html and '&lt;script&gt;alert(1)&lt;/script&gt;' in html
+    assert json.loads(json_path.read_text())['source'] == '<script>alert(1)</script>'
+
+
+def test_summary_json_has_no_views(env, reference, model, raw_march):
+    res = checks.monitor_data(raw_march.head(3000), reference, model=model)
+    summary = json.loads(res.to_json())
+    assert 'views' not in summary and '_views' not in summary
+    assert list(summary)[:8] == ['kind', 'source', 'model_name', 'model_version', 'model_run_id', 'created', 'rows', 'healthy']
+    assert {'performance', 'window'} <= set(summary) and not {'problems', 'files', 'rejected'} & set(summary)
+
+
+def test_an_unwritable_report_does_not_swallow_the_alert(env, raw_march, tmp_path):
+    "The alert goes out first; a report that cannot be written is a warning, and the exit code still says alert."
+    data = tmp_path / 'km.parquet'
+    checks.make_scenario(raw_march, 'km').to_parquet(data)
+    (tmp_path / 'file').write_text('')
+    assert run_cli('--data', str(data), '--report', str(tmp_path / 'file' / 'r.html')) == 3
+    lines = (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()
+    assert [json.loads(l)['type'] for l in lines] == ['alert']

@@ -4,25 +4,26 @@ import json
 
 import pytest
 
-from taxi_duration import monitor as mon
-from taxi_duration.data import read_trips, resolve
+from taxi_duration import checks
+from taxi_duration.data import read_trips
 from taxi_duration.registry import champion
 
-from test_monitor import run_cli
+from monitor_fixtures import SHARED_DATA, in_process_champion, run_cli, sample_file
 
 
 @pytest.fixture
 def sample_champion(tracking, tmp_path, monkeypatch):
-    "A fresh registry whose champion was trained on the January sample (this test promotes into it)."
-    from taxi_duration.pipeline import run_pipeline
+    """A fresh registry (this test promotes into it) whose champion was fitted in-process on a seeded
+    4,000-ride sample of January, as the old shipped sample was."""
     monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
+    monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
     monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
-    return run_pipeline('sample:green:2021-01', 'sample:green:2021-02', log=lambda s: None)
+    return in_process_champion(n_train=4000)
 
 
 def test_retrain_on_a_performance_alert_promotes_a_better_challenger(sample_champion, tmp_path, capsys):
     slow = tmp_path / 'slow.parquet'
-    mon.make_scenario(read_trips(resolve('sample:green:2021-03')), 'slower').to_parquet(slow)
+    checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'slower').to_parquet(slow)
     code = run_cli('--data', str(slow), '--retrain', '--report', str(tmp_path / 'r.html'))
     out = capsys.readouterr().out
     assert code == 3
@@ -36,7 +37,7 @@ def test_retrain_on_a_performance_alert_promotes_a_better_challenger(sample_cham
 
 def test_drift_alone_does_not_retrain(sample_champion, tmp_path, capsys):
     km = tmp_path / 'km.parquet'
-    mon.make_scenario(read_trips(resolve('sample:green:2021-03')), 'zones_scrambled').to_parquet(km)
+    checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'zones_scrambled').to_parquet(km)
     code = run_cli('--data', str(km), '--retrain', '--threshold', 'rmse_ratio=10', '--threshold', 'mae_ratio=10',
                    '--report', str(tmp_path / 'r.html'))
     assert code == 3 and 'not retraining' in capsys.readouterr().out

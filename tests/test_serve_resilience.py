@@ -89,7 +89,7 @@ def _load(url, stop: threading.Event, log: list):
 
 
 def test_a_killed_worker_is_replaced_and_later_requests_all_succeed(server):
-    from taxi_duration.monitor import read_view
+    from taxi_duration.profiles import read_view
     stop, log = threading.Event(), []
     loaders = [threading.Thread(target=_load, args=(server['url'], stop, log)) for _ in range(2)]
     for t in loaders: t.start()

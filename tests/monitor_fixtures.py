@@ -1,0 +1,127 @@
+"""Fixtures of the monitoring tests (a plugin, so that the session fixtures exist once however many test
+modules use them): the real months, seeded samples of them, and a champion with its reference fitted
+in-process once per session."""
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from taxi_duration import profiles
+from taxi_duration.data import read_trips
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / 'shared' / 'data'
+TRAIN_ROWS = None  # rides of January the champion is fitted on (None: all, as the pipeline does; see the fixture)
+
+
+def month_file(m: str) -> Path:
+    "The real green month 2021-`m` in ../shared/data; skip (saying why) where it is absent."
+    path = SHARED_DATA / f'green_tripdata_2021-{m}.parquet'
+    if not path.exists(): pytest.skip(f'needs the real month {path.name} in {SHARED_DATA} (CI and developers have it)')
+    return path
+
+
+def sample_file(m: str, tmp: Path, n: int=4000, seed: int=0) -> Path:
+    "A seeded sample of `n` raw rows of the real month, written to `tmp` (as data.make_sample draws it)."
+    dest = tmp / f'green_tripdata_2021-{m}.sample-{n}-{seed}.parquet'
+    if not dest.exists():
+        pd.read_parquet(month_file(m)).sample(n=n, random_state=seed).sort_index().to_parquet(dest, index=False)
+    return dest
+
+
+def in_process_champion(n_train: int|None=TRAIN_ROWS, seed: int=0) -> dict:
+    """The pipeline's gbm fitted once, in process, on January (all of it, or a seeded sample of `n_train`
+    rides), logged with its reference on all of February, registered and promoted in the store
+    MLFLOW_TRACKING_URI names; the registry's outcome. The same library calls as the pipeline's steps, without
+    papermill or a second fit. On the whole of January it is the pipeline's champion (the fit is deterministic),
+    so the measured thresholds table (nbs/09_checks.ipynb) holds: a model fitted on 20,000 rides leans less on
+    the zones, and scrambled zone ids no longer move its errors past rmse_ratio."""
+    import mlflow
+    from taxi_duration.core import ensure_experiment, tracking_uri
+    from taxi_duration.data import load
+    from taxi_duration.registry import register
+    from taxi_duration.features import featurize
+    from taxi_duration.train import fit_candidate, log_candidate, log_provenance
+    (jan, jan_prov), (feb, feb_prov) = (load(str(month_file(m)), progress=False) for m in ('01', '02'))
+    if n_train: jan = jan.sample(min(n_train, len(jan)), random_state=seed)
+    prov, frames = {'train': jan_prov, 'validation': feb_prov}, {'train': jan, 'validation': feb}
+    tracking_uri()
+    mlflow.set_experiment(experiment_id=ensure_experiment('monitor-tests'))
+    feats = featurize(jan, feb, 'zones_time')
+    with mlflow.start_run() as run:
+        log_provenance(prov, frames)
+        pipe, m, pred = fit_candidate(feats, 'gbm')
+        uri = log_candidate(pipe, m, feats['y_validation'], pred, feb[profiles.RIDE_COLUMNS].head(5), 'gbm', 0.0)
+    cand = dict(run_id=run.info.run_id, model_uri=uri, model='gbm', alpha=0.0, **m)
+    profiles.log_reference(cand['run_id'], jan, feb, pred, {k: m[k] for k in ('rmse', 'mae', 'r2')})
+    return register(cand, feb, prov, predictions=pred)
+
+
+@pytest.fixture(scope='session')
+def monitored_store(tmp_path_factory):
+    "A throw-away store whose champion (with its reference) was fitted in-process once per session."
+    for m in ('01', '02', '03'): month_file(m)
+    tmp = tmp_path_factory.mktemp('monitored')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp / "mlflow.db"}')
+        mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+        outcome = in_process_champion()
+    import dataclasses
+    return dict(dataclasses.asdict(outcome), tracking_uri=f'sqlite:///{tmp / "mlflow.db"}')
+
+
+def run_cli(*argv) -> int:
+    "`taxi-duration monitor ARGV` through the project's CLI, in process; the exit code."
+    from taxi_duration import cli
+    return cli.main(['monitor', *argv])
+
+
+@pytest.fixture
+def env(monitored_store, monkeypatch, tmp_path):
+    "The session champion's registry, the real data folder, a clean monitoring dir and no webhook."
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', monitored_store['tracking_uri'])
+    monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+    monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
+    monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
+    return monitored_store
+
+
+@pytest.fixture(scope='session')
+def _reference(monitored_store):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', monitored_store['tracking_uri'])
+        return profiles.load_reference()
+
+
+@pytest.fixture
+def reference(env, _reference):
+    return _reference
+
+
+@pytest.fixture(scope='session')
+def _model(monitored_store, _reference):
+    from taxi_duration.registry import load_model
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', monitored_store['tracking_uri'])
+        return load_model(_reference.model_uri)
+
+
+@pytest.fixture
+def model(env, _model):
+    "The champion's pipeline, loaded once per session (monitor_data would load it from the registry each call)."
+    return _model
+
+
+def month(env, m: str) -> str:
+    return f'green:2021-{m}'
+
+
+@pytest.fixture(scope='session')
+def _raw_march():
+    return read_trips(month_file('03'))
+
+
+@pytest.fixture
+def raw_march(_raw_march):
+    return _raw_march.copy()
