@@ -6,14 +6,16 @@
 Serves `models:/taxi-duration@champion` from MLFLOW_TRACKING_URI (MODEL_URI overrides) and
 follows the alias every REFRESH_SECONDS (default 30). With no champion it exits at once.
 Every answered ride is profiled with whylogs into $MONITORING_DIR (default ./monitoring), off
-the request path (nbs/07_monitor.ipynb); MONITORING=0 turns that off.
+the request path (nbs/11_live.ipynb); MONITORING=0 turns that off.
 """
 import os
 
 from taxi_duration.monitor import LiveProfiler
 from taxi_duration.serve import app_or_exit, run_or_exit
 
-app = app_or_exit(on_predictions=None if os.environ.get('MONITORING') == '0' else LiveProfiler())  # the WSGI object
+profiler = None if os.environ.get('MONITORING') == '0' else LiveProfiler()
+app = app_or_exit(on_predictions=profiler and profiler.record,  # the WSGI object
+                  on_rejected=profiler and profiler.rejected)
 
 if __name__ == '__main__':
     run_or_exit(app)

@@ -5,11 +5,13 @@
 
 In one run, with the same model (a registered champion) and the same load (`wrk`, Debian package
 `wrk`, bounded runs against 127.0.0.1), it compares
-  * ours:   gunicorn -w 2 app:app (as shipped, live whylogs monitoring included)
-  * mlflow: mlflow models serve -m models:/taxi-duration@champion --env-manager local -w 2
+  * ours:    gunicorn with serve.GUNICORN_ARGS app:app (as shipped, live whylogs monitoring included)
+  * ceiling: a Flask endpoint that parses the JSON ride and returns a constant, under the same gunicorn
+             settings: what this stack can do on this machine at all
+  * mlflow:  mlflow models serve -m models:/taxi-duration@champion --env-manager local -w 2
   * mlflow with OMP_NUM_THREADS=1 (the same one-thread-per-worker setting ours uses), for reference
-one server at a time, and prints req/s, p50/p99 latency, errors and the ratio (target: >= 5x
-mlflow's throughput with p99 <= 20 ms). Then a sustained run of ours (zero errors expected) and the
+one server at a time, and prints req/s, p50/p99 latency, errors and the ratios (ours / ceiling;
+ours / mlflow, target >= 5x with p99 <= 20 ms). Then a sustained run of ours (zero errors expected) and the
 time to score the real 2021-03 month in batch (target <= 2 s of scoring).
 
 The champion comes from $MLFLOW_TRACKING_URI when that store has one; otherwise the pipeline
@@ -24,6 +26,17 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
+CEILING = """from flask import Flask, request, jsonify
+app = Flask(__name__)
+
+@app.post('/predict')
+def predict():
+    ride = request.get_json()
+    return jsonify({'duration': 12.5, 'model_version': '0', 'pickup_datetime': ride.get('pickup_datetime')})
+
+@app.get('/health')
+def health(): return {'status': 'ok'}
+"""
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = %s
@@ -116,16 +129,19 @@ def main():
         os.environ['MLFLOW_TRACKING_URI'] = uri
         env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow runs `uvicorn`
                    MONITORING_DIR=str(tmp / 'monitoring'))  # ours runs as shipped: live whylogs profiling on
+        from taxi_duration.serve import GUNICORN_ARGS
+        (tmp / 'ceiling.py').write_text(CEILING)
+        gunicorn = [str(BIN / 'gunicorn'), *GUNICORN_ARGS.split(), '-b', '127.0.0.1:{port}']
         configs = [
-            ('ours: gunicorn -w 2 app:app', [str(BIN / 'gunicorn'), '-w', '2', '-b', '127.0.0.1:{port}', 'app:app'], env,
-             '/health', '/predict', RIDE),
+            ('ours: gunicorn app:app', gunicorn + ['app:app'], env, '/health', '/predict', RIDE),
+            ('ceiling: constant Flask endpoint', gunicorn + ['--chdir', str(tmp), 'ceiling:app'], env, '/health', '/predict', RIDE),
             ('mlflow models serve -w 2', [str(BIN / 'mlflow'), 'models', 'serve', '-m', 'models:/taxi-duration@champion',
              '--env-manager', 'local', '-w', '2', '-h', '127.0.0.1', '-p', '{port}'], env,
              '/ping', '/invocations', {'dataframe_records': [RIDE]}),
             ('mlflow models serve -w 2, OMP_NUM_THREADS=1', None, dict(env, OMP_NUM_THREADS='1'), '/ping', '/invocations',
              {'dataframe_records': [RIDE]}),
         ]
-        configs[2] = (configs[2][0], configs[1][1]) + configs[2][2:]
+        configs[3] = (configs[3][0], configs[2][1]) + configs[3][2:]
         levels = [int(c) for c in a.connections.split(',')]
         print(f'model: models:/taxi-duration@champion in {uri}\n'
               f'load:  wrk -t{a.threads} -c{{{a.connections}}} -d{a.seconds}s --latency, POST of one ride, one server at a time, loopback\n'
@@ -144,9 +160,9 @@ def main():
                     print(row(name, c, r), flush=True)
         print()
         for c in levels:
-            ours, theirs = results[configs[0][0], c], results[configs[1][0], c]
-            print(f"ratio at {c} connections: {ours['rps'] / theirs['rps']:.1f}x mlflow models serve's throughput "
-                  f"(target >= 5x); ours p99 {ours['p99']:.1f} ms (target <= 20 ms)")
+            ours, ceiling, theirs = (results[configs[i][0], c] for i in (0, 1, 2))
+            print(f"ratios at {c} connections: ours / ceiling {ours['rps'] / ceiling['rps']:.2f}; "
+                  f"ours / mlflow models serve {ours['rps'] / theirs['rps']:.1f}x; ours p99 {ours['p99']:.1f} ms")
         if a.sustained:
             port, conns = free_port(), levels[-1]
             with Server([part.format(port=port) for part in configs[0][1]], env, '/health', port, tmp / 'sustained.log'):
@@ -156,11 +172,11 @@ def main():
                   f"{r['requests']} requests, {r['errors']} errors, healthy afterwards: {alive}")
         if not a.skip_batch:
             os.environ['TAXI_DATA_DIR'] = data_dir
-            from taxi_duration.serve import score_data
+            from taxi_duration.score import score_data
             t0 = time.perf_counter()
-            out, info = score_data('green:2021-03')
-            print(f"\nbatch: green:2021-03, {info['scored']:,} rides scored in {info['seconds']:.2f} s "
-                  f"(target <= 2 s; read + score {time.perf_counter() - t0:.2f} s), rmse {info['rmse_1_60']:.3f} on the 1-60 min rides")
+            out, s = score_data('green:2021-03')
+            print(f"\nbatch: green:2021-03, {s.scored:,} rides scored in {s.seconds:.2f} s "
+                  f"(target <= 2 s; read + score {time.perf_counter() - t0:.2f} s), rmse {s.rmse:.3f} on the 1-60 min rides")
 
 
 if __name__ == '__main__':

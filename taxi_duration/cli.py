@@ -28,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
     _flag(pl, 'experiment', default=EXPERIMENT, help='MLflow experiment (default %(default)s)')
     _flag(pl, 'model_name', default=MODEL_NAME, help='registered model (default %(default)s)')
     _flag(pl, 'work_dir', default=None, help='keep the steps\' hand-over files here (default: a temp folder)')
-    from taxi_duration.serve import add_score_args
+    from taxi_duration.score import add_score_args
     add_score_args(sub.add_parser('score', help='score a month of rides in batch with the champion'))
     from taxi_duration.monitor import add_monitor_args
     add_monitor_args(sub.add_parser('monitor', help='compare live profiles or completed rides with the champion; '
@@ -52,7 +52,7 @@ def _pipeline(a) -> int:
     return 0
 
 def _score(a) -> int:
-    from taxi_duration.serve import run_score
+    from taxi_duration.score import run_score
     return run_score(a)
 
 def _monitor(a) -> int:

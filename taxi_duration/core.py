@@ -45,6 +45,10 @@ def forbid_pickle():
 # %% ../nbs/00_core.ipynb #f30689ee
 class TaxiDurationError(ValueError):
     "A problem with the user's input or environment; the message says what to do."
+    def __init__(self, message: str,      # what went wrong and what to do
+                 field: str|None=None):   # the input field at fault, when there is one
+        super().__init__(message)
+        self.field = field
 
 # %% ../nbs/00_core.ipynb #8f3ea91c
 MODEL_NAME = 'taxi-duration'   # the registered model

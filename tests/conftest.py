@@ -34,15 +34,16 @@ def _sample_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _no_network_no_telemetry(monkeypatch, _sample_dir):
-    """Every test: telemetry off, no TLC download (a spec that is not cached fails fast), specs resolve
-    to ../shared/data when it is there, and `sample:` specs are drawn into a temp folder (never into
-    the read-only shared data)."""
+def _no_network_no_telemetry(monkeypatch, tmp_path_factory, _sample_dir):
+    """Every test: telemetry off, no TLC download (a spec that is not cached fails fast), a private model
+    cache, specs resolve to ../shared/data when it is there, and `sample:` specs are drawn into a temp
+    folder (never into the read-only shared data)."""
     monkeypatch.setenv('MLFLOW_DISABLE_TELEMETRY', 'true')
     monkeypatch.setenv('DO_NOT_TRACK', 'true')
     monkeypatch.setenv('WHYLOGS_NO_ANALYTICS', '1')
     monkeypatch.setenv('TAXI_TLC_BASE_URL', 'http://127.0.0.1:9/unreachable')
     monkeypatch.setenv('TAXI_SAMPLE_DIR', str(_sample_dir))
+    monkeypatch.setenv('MODEL_CACHE_DIR', str(tmp_path_factory.mktemp('model-cache')))
     if have_real_months() and not os.environ.get('TAXI_DATA_DIR'):
         monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
 
@@ -101,13 +102,52 @@ def trained_store(tmp_path_factory):
     return dict(dataclasses.asdict(res), tracking_uri=uri, full=True)
 
 
-@pytest.fixture(scope='module')
-def champion_app(trained_store):
-    "The Flask app serving the session's champion (built with MLFLOW_TRACKING_URI pointed at its store)."
-    from taxi_duration import serve
+def _skip_without_real_months():
+    if not all(p.exists() for p in FULL_MONTHS):
+        pytest.skip(f'the full real months are not in {SHARED_DATA} (CI and developer machines have them)')
+
+
+@pytest.fixture(scope='session')
+def small_model():
+    """A model pipeline fitted in-process in a couple of seconds on 20,000 real January rides (the
+    pipeline's own featuriser and estimator): what the HTTP tests serve. Skips without the real months."""
+    _skip_without_real_months()
+    from sklearn.pipeline import Pipeline
+    from taxi_duration.data import load
+    from taxi_duration.features import RIDE_COLUMNS, make_featurizer
+    from taxi_duration.train import make_estimator
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('MLFLOW_TRACKING_URI', trained_store['tracking_uri'])
-        return serve.create_app(refresh_seconds=0)
+        mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+        jan, _ = load('green:2021-01')
+    train = jan.sample(20_000, random_state=0)
+    f = make_featurizer('zones_time')
+    X = f.fit_transform(train[RIDE_COLUMNS], train.duration)
+    return Pipeline(f.steps + [('model', make_estimator('gbm').fit(X, train.duration))])
+
+
+@pytest.fixture(scope='session')
+def small_registry(small_model, tmp_path_factory):
+    """An MLflow store with `small_model` registered as version 1 of taxi-duration, alias champion.
+    Returns dict(tracking_uri=..., version='1')."""
+    import mlflow
+    from taxi_duration.core import MODEL_NAME, ensure_experiment
+    from taxi_duration.train import SKOPS_TRUSTED
+    uri = new_store(tmp_path_factory.mktemp('registry'))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', uri)
+        with mlflow.start_run(experiment_id=ensure_experiment()):
+            info = mlflow.sklearn.log_model(small_model, name='model', serialization_format='skops',
+                                            skops_trusted_types=SKOPS_TRUSTED, pip_requirements=['scikit-learn'])
+        mv = mlflow.register_model(info.model_uri, MODEL_NAME)
+        mlflow.MlflowClient(uri).set_registered_model_alias(MODEL_NAME, 'champion', mv.version)
+    return dict(tracking_uri=uri, version=str(mv.version))
+
+
+@pytest.fixture(scope='module')
+def champion_app(small_model):
+    "The Flask app serving the small model as version '1' (no registry involved)."
+    from taxi_duration import serve
+    return serve.create_app(serve.Pinned(small_model, '1'))
 
 
 @pytest.fixture

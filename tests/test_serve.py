@@ -23,16 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
 
 
-def _with_store(uri, fn):
-    "Call `fn()` with MLFLOW_TRACKING_URI set to `uri`, restoring it afterwards."
-    old = os.environ.get('MLFLOW_TRACKING_URI')
-    os.environ['MLFLOW_TRACKING_URI'] = uri
-    try: return fn()
-    finally:
-        if old is None: os.environ.pop('MLFLOW_TRACKING_URI', None)
-        else: os.environ['MLFLOW_TRACKING_URI'] = old
-
-
 @pytest.fixture(scope='module')
 def app(champion_app):
     return champion_app
@@ -49,37 +39,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def copy_store(trained_store, dest: Path) -> str:
-    "A private copy of the session store's registry (artifacts are shared, read-only); its URI."
-    src = Path(trained_store['tracking_uri'][len('sqlite:///'):])
+def copy_store(registry, dest: Path) -> str:
+    "A private copy of the session registry's store (artifacts are shared, read-only); its URI."
+    src = Path(registry['tracking_uri'][len('sqlite:///'):])
     shutil.copy(src, dest / 'mlflow.db')
     return f'sqlite:///{dest / "mlflow.db"}'
 
 
 # --- answers ---------------------------------------------------------------------------------
 
-def test_one_ride(client, trained_store):
+def test_one_ride(client):
     r = client.post('/predict', json=dict(RIDE, ride_id='abc-1'))
     assert r.status_code == 200, r.json
     a = r.json
-    assert a['model_version'] == trained_store['version'] == r.headers['X-Model-Version']
+    assert a['model_version'] == '1' == r.headers['X-Model-Version']
     assert a['ride_id'] == 'abc-1' and a['pickup_datetime'] == '2021-03-05T08:30:00'
     assert isinstance(a['duration'], float) and 1 <= a['duration'] <= 60
 
 
-def test_list_same_order_as_batch(client, trained_store):
+def test_list_same_order_as_batch(client, small_model):
     "A list is answered in order, with the same numbers the batch path gives (one feature path)."
     from taxi_duration.data import load
-    from taxi_duration.registry import load_model
-    df, _ = load('sample:green:2021-03')
+    df, _ = load('green:2021-03')
     df = df[df.trip_distance <= serve.MAX_TRIP_MILES].head(300)
     rides = [dict(PULocationID=int(a), DOLocationID=int(b), trip_distance=float(d), pickup_datetime=t.isoformat(), ride_id=i)
              for i, (a, b, d, t) in enumerate(df[['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']].itertuples(index=False))]
     r = client.post('/predict', json=rides)
     assert r.status_code == 200
     assert [a['ride_id'] for a in r.json] == list(range(len(rides)))
-    model = _with_store(trained_store['tracking_uri'], lambda: load_model(f"models:/{MODEL_NAME}/{trained_store['version']}"))
-    batch = model.predict(df[['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']])
+    batch = small_model.predict(df[['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']])
     np.testing.assert_allclose([a['duration'] for a in r.json], batch, rtol=1e-12)
 
 
@@ -142,6 +130,9 @@ BAD = {
     'bad ride_id': (dict(json=dict(RIDE, ride_id=[1])), 400, 'ride_id must be'),
     'bool ride_id': (dict(json=dict(RIDE, ride_id=True)), 400, 'ride_id must be'),
     'long ride_id': (dict(json=dict(RIDE, ride_id='x' * 129)), 400, 'ride_id must be'),
+    'duplicate key': (_raw(b'{"PULocationID": "x", "PULocationID": 43, "DOLocationID": 151, "trip_distance": 1}'), 400,
+                      '"PULocationID" is given twice'),
+    'duplicate key in a list': (_raw(b'[{"DOLocationID": 1, "DOLocationID": 2}]'), 400, '"DOLocationID" is given twice'),
 }
 for field in ('PULocationID', 'DOLocationID'):
     for name, value in [('bool', True), ('float', 43.0), ('string', '43'), ('list', [43]), ('object', {'id': 43}),
@@ -161,9 +152,18 @@ def test_bad_request(client, case):
     kwargs, status, fragment = BAD[case]
     r = client.post('/predict', **kwargs)
     assert r.status_code == status, (r.status_code, r.data[:300])
-    assert r.mimetype == 'application/json' and set(r.json) == {'error'}
+    assert r.mimetype == 'application/json' and set(r.json) <= {'error', 'field'}
     assert fragment in r.json['error'], r.json['error']
     assert len(r.json['error']) < 400  # never echoes a huge value back
+
+
+@pytest.mark.parametrize('body,field', [(dict(RIDE, PULocationID=0), 'PULocationID'),
+                                        ([RIDE, dict(RIDE, trip_distance=-1)], 'trip_distance'),
+                                        ({'PULocationID': 43}, 'DOLocationID'), (dict(RIDE, ride_id=[]), 'ride_id'),
+                                        (dict(RIDE, pickup_datetime='soon'), 'pickup_datetime')])
+def test_refusal_names_the_field_as_data(client, body, field):
+    r = client.post('/predict', json=body)
+    assert r.status_code == 400 and r.json['field'] == field
 
 
 @pytest.mark.parametrize('method,path,status', [('GET', '/predict', 405), ('PUT', '/predict', 405), ('DELETE', '/health', 405),
@@ -178,14 +178,14 @@ def test_still_answers_after_bad_requests(client):
     assert client.get('/health').status_code == 200 and client.post('/predict', json=RIDE).status_code == 200
 
 
-def test_debug_is_never_on(trained_store, monkeypatch):
+def test_debug_is_never_on(small_model, monkeypatch):
     monkeypatch.setenv('FLASK_DEBUG', '1')
-    app = _with_store(trained_store['tracking_uri'], lambda: serve.create_app(refresh_seconds=0))
+    app = serve.create_app(serve.Pinned(small_model))
     assert not app.debug and not app.config['PROPAGATE_EXCEPTIONS']
 
 
-def test_a_bug_is_a_json_500_not_a_crash(trained_store):
-    app = _with_store(trained_store['tracking_uri'], lambda: serve.create_app(refresh_seconds=0))
+def test_a_bug_is_a_json_500_not_a_crash(small_model):
+    app = serve.create_app(serve.Pinned(small_model))
     class Broken:
         def predict(self, X): raise RuntimeError('boom')
     holder = app.extensions['taxi_duration']
@@ -196,12 +196,18 @@ def test_a_bug_is_a_json_500_not_a_crash(trained_store):
 
 # --- health, the page, the hook -----------------------------------------------------------------
 
-def test_health(client, trained_store):
+def test_health(client):
     r = client.get('/health')
     assert r.status_code == 200
-    h = r.json
-    assert h['status'] == 'ok' and h['model_version'] == trained_store['version']
-    assert h['model'] == f'models:/{MODEL_NAME}@champion' and h['model_uri'] == f"models:/{MODEL_NAME}/{trained_store['version']}"
+    assert r.json['status'] == 'ok' and r.json['model_version'] == '1'
+
+
+def test_health_leaks_nothing(small_registry, monkeypatch):
+    "No store URI, no path, no error text for anonymous callers: a version, times, a status."
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', small_registry['tracking_uri'])
+    h = serve.create_app(serve.Champion(refresh_seconds=0)).test_client().get('/health').json
+    assert set(h) == {'status', 'model_version', 'loaded_at', 'last_check', 'refresh_seconds', 'problem'}
+    assert '/' not in json.dumps({k: v for k, v in h.items() if k not in ('loaded_at', 'last_check')})
 
 
 def test_page_and_zones(client):
@@ -216,21 +222,20 @@ def test_page_and_zones(client):
     assert ids == list(range(1, 266))
 
 
-def test_hook_gets_checked_rides(trained_store):
+def test_hook_gets_checked_rides(small_model):
     seen = []
-    app = _with_store(trained_store['tracking_uri'],
-                      lambda: serve.create_app(refresh_seconds=0, on_predictions=lambda *a: seen.append(a)))
+    app = serve.create_app(serve.Pinned(small_model, '1'), on_predictions=lambda *a: seen.append(a))
     r = app.test_client().post('/predict', json=[dict(RIDE, ride_id=1), dict(RIDE, trip_distance=3)])
     assert r.status_code == 200
     [(rides, preds, version)] = seen
-    assert version == trained_store['version'] and preds.tolist() == [a['duration'] for a in r.json]
+    assert version == '1' and preds.tolist() == [a['duration'] for a in r.json]
     assert rides[1] == {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 3.0, 'pickup_datetime': dt.datetime(2021, 3, 5, 8, 30)}
     assert app.test_client().post('/predict', json=dict(RIDE, trip_distance=-1)).status_code == 400 and len(seen) == 1
 
 
-def test_failing_hook_never_fails_a_request(trained_store, caplog):
+def test_failing_hook_never_fails_a_request(small_model, caplog):
     def hook(*a): raise RuntimeError('monitor is down')
-    app = _with_store(trained_store['tracking_uri'], lambda: serve.create_app(refresh_seconds=0, on_predictions=hook))
+    app = serve.create_app(serve.Pinned(small_model), on_predictions=hook)
     c = app.test_client()
     with caplog.at_level(logging.ERROR, logger='taxi_duration.serve'):
         assert all(c.post('/predict', json=RIDE).status_code == 200 for _ in range(5))
@@ -239,13 +244,13 @@ def test_failing_hook_never_fails_a_request(trained_store, caplog):
 
 # --- following the alias -----------------------------------------------------------------------
 
-def test_follows_the_alias_without_restart(trained_store, tmp_path, monkeypatch, caplog):
+def test_follows_the_alias_without_restart(small_registry, tmp_path, monkeypatch, caplog):
     from taxi_duration.registry import client as mlflow_client
-    uri = copy_store(trained_store, tmp_path)
+    uri = copy_store(small_registry, tmp_path)
     monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
     caplog.set_level(logging.INFO, logger='taxi_duration.serve')
-    app = serve.create_app(refresh_seconds=0.2)
-    c, v1 = app.test_client(), trained_store['version']
+    app = serve.create_app(serve.Champion(refresh_seconds=0.2))
+    c, v1 = app.test_client(), small_registry['version']
     assert c.get('/health').json['model_version'] == v1  # the first request starts the watcher
     mc = mlflow_client()
     old = mc.get_model_version(MODEL_NAME, v1)
@@ -263,13 +268,14 @@ def test_follows_the_alias_without_restart(trained_store, tmp_path, monkeypatch,
     mc.delete_registered_model_alias(MODEL_NAME, 'champion')  # the alias vanishes: keep serving, say so once
     time.sleep(1)
     h = c.get('/health').json
-    assert h['model_version'] == str(new.version) and 'no version of model' in h['problem']
+    assert h['model_version'] == str(new.version) and h['status'] == 'degraded' and h['problem']
+    assert 'no version of model' in caplog.text
     app.extensions['taxi_duration'].stop()
 
 
-def test_pinned_version_is_not_followed(trained_store, monkeypatch):
-    monkeypatch.setenv('MLFLOW_TRACKING_URI', trained_store['tracking_uri'])
-    app = serve.create_app(model_uri=f"models:/{MODEL_NAME}/{trained_store['version']}", refresh_seconds=0.1)
+def test_pinned_version_is_not_followed(small_registry, monkeypatch):
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', small_registry['tracking_uri'])
+    app = serve.create_app(serve.Champion(f"models:/{MODEL_NAME}/{small_registry['version']}", refresh_seconds=0.1))
     holder = app.extensions['taxi_duration']
     assert not holder.follows and app.test_client().get('/health').json['refresh_seconds'] is None
 
@@ -280,7 +286,7 @@ def test_no_champion_is_an_error(tracking):
     from taxi_duration.registry import client as mlflow_client
     mlflow_client().search_experiments()  # an existing, empty store
     with pytest.raises(TaxiDurationError, match='make run'):
-        serve.create_app()
+        serve.app_from_env()
 
 
 def _env(**kw):
@@ -317,15 +323,15 @@ def _wait_healthy(url, proc, timeout=60):
 
 
 @pytest.mark.parametrize('kind', ['python', 'gunicorn'])
-def test_shell_serves(trained_store, kind):
+def test_shell_serves(small_registry, kind):
     port = free_port()
     cmd = ([sys.executable, 'app.py'] if kind == 'python' else
            [str(Path(sys.executable).parent / 'gunicorn'), '-w', '2', '-b', f'127.0.0.1:{port}', 'app:app'])
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(MLFLOW_TRACKING_URI=trained_store['tracking_uri'], PORT=str(port), HOST='127.0.0.1'),
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(MLFLOW_TRACKING_URI=small_registry['tracking_uri'], PORT=str(port), HOST='127.0.0.1'),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f'http://127.0.0.1:{port}'
     try:
-        assert _wait_healthy(url, proc)['model_version'] == trained_store['version']
+        assert _wait_healthy(url, proc)['model_version'] == small_registry['version']
         r = requests.post(url + '/predict', json=[RIDE, dict(RIDE, ride_id=7)], timeout=5)
         assert r.status_code == 200 and r.json()[1]['ride_id'] == 7
         r = requests.post(url + '/predict', data=b'x' * (serve.MAX_BODY_BYTES + 10), headers={'Content-Type': 'application/json'}, timeout=5)

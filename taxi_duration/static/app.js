@@ -63,7 +63,7 @@ async function main() {
     boroughs = zones.boroughs;
     setupPicker('pu', 'Manhattan', 43);   // Central Park
     setupPicker('do', 'Manhattan', 151);  // Manhattan Valley
-    $('model').textContent = `${health.model} (version ${health.model_version})`;
+    $("model").textContent = `version ${health.model_version}`;
     document.body.dataset.ready = 'true';
   } catch (e) {
     showError(`cannot load the zone list: ${e.message}`);
