@@ -850,6 +850,6 @@ def run_monitor(a, out=print) -> int:
             out('retrain: no performance check fired; not retraining (drift alone calls for a look at the data, not a new model)')
         else:
             r = retrain(raw, a.retrain_validation, a.model_name, log=lambda s: print(s, file=sys.stderr))
-            out(f"retrain: challenger {a.model_name} version {r['version']}: rmse {r['rmse']:.4f} on {r['validation_data']}; "
-                f"{'PROMOTED to champion' if r['promoted'] else 'champion unchanged'}: {r['reason']}")
+            out(f"retrain: challenger {a.model_name} version {r.version}: rmse {r.rmse:.4f} on {r.validation_data}; "
+                f"{'PROMOTED to champion' if r.promoted else 'champion unchanged'}: {r.reason}")
     return EXIT_ALERT
