@@ -34,10 +34,10 @@ def _sample_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _no_network_no_telemetry(monkeypatch, tmp_path_factory, _sample_dir):
-    """Every test: telemetry off, no TLC download (a spec that is not cached fails fast), a private model
-    cache, specs resolve to ../shared/data when it is there, and `sample:` specs are drawn into a temp
-    folder (never into the read-only shared data)."""
+def _no_network_no_telemetry(monkeypatch, _sample_dir, tmp_path_factory):
+    """Every test: telemetry off, no TLC download (a spec that is not cached fails fast), specs resolve
+    to ../shared/data when it is there, and `sample:` specs are drawn into a temp folder (never into
+    the read-only shared data), and a private cache of served models."""
     monkeypatch.setenv('MLFLOW_DISABLE_TELEMETRY', 'true')
     monkeypatch.setenv('DO_NOT_TRACK', 'true')
     monkeypatch.setenv('WHYLOGS_NO_ANALYTICS', '1')
@@ -102,27 +102,20 @@ def trained_store(tmp_path_factory):
     return dict(dataclasses.asdict(res), tracking_uri=uri, full=True)
 
 
-def _skip_without_real_months():
-    if not all(p.exists() for p in FULL_MONTHS):
-        pytest.skip(f'the full real months are not in {SHARED_DATA} (CI and developer machines have them)')
-
-
 @pytest.fixture(scope='session')
 def small_model():
-    """A model pipeline fitted in-process in a couple of seconds on 20,000 real January rides (the
-    pipeline's own featuriser and estimator): what the HTTP tests serve. Skips without the real months."""
-    _skip_without_real_months()
-    from sklearn.pipeline import Pipeline
+    """A model pipeline fitted in-process in a few seconds by the pipeline's own functions on 20,000 real
+    January rides, its interval calibrated on 10,000 February rides: what the HTTP tests serve."""
+    if not have_real_months(): pytest.skip(NO_DATA)
     from taxi_duration.data import load
-    from taxi_duration.features import RIDE_COLUMNS, make_featurizer
-    from taxi_duration.train import make_estimator
+    from taxi_duration.features import featurize
+    from taxi_duration.train import fit_candidate
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
-        jan, _ = load('green:2021-01')
-    train = jan.sample(20_000, random_state=0)
-    f = make_featurizer('zones_time')
-    X = f.fit_transform(train[RIDE_COLUMNS], train.duration)
-    return Pipeline(f.steps + [('model', make_estimator('gbm').fit(X, train.duration))])
+        feats = featurize(load('green:2021-01')[0].sample(20_000, random_state=0),
+                          load('green:2021-02')[0].sample(10_000, random_state=0), 'zones_time')
+        pipe, _, _ = fit_candidate(feats, 'gbm')
+    return pipe
 
 
 @pytest.fixture(scope='session')

@@ -76,12 +76,13 @@ def test_pick_zones_and_get_minutes(server, browser):
     dist = d.find_element(By.ID, 'distance'); dist.clear(); dist.send_keys('6.2')
     d.execute_script("document.getElementById('pickup').value = '2021-03-05T08:30'")
     d.find_element(By.ID, 'predict').click()
-    _wait(d, lambda d: 'minutes' in d.find_element(By.ID, 'result').text)
+    _wait(d, lambda d: 'min' in d.find_element(By.ID, 'result').text)
     shown = float(d.find_element(By.ID, 'result').get_attribute('data-minutes'))
     api = server['app'].test_client().post('/predict', json={
         'PULocationID': 43, 'DOLocationID': 181, 'trip_distance': 6.2, 'pickup_datetime': '2021-03-05T08:30'}).json
     assert shown == pytest.approx(api['duration'], abs=1e-9)  # Central Park = 43, Park Slope = 181
-    assert f"{api['duration']:.1f} minutes" in d.find_element(By.ID, 'result').text
+    lo, hi = api['interval']
+    assert d.find_element(By.ID, 'result').text == f"≈ {round(api['duration'])} min ({round(lo)}–{round(hi)})"
     assert f"version {api['model_version']}" in d.find_element(By.ID, 'model').text
     assert d.execute_script('return window.__same_page') == 42
 
@@ -98,6 +99,28 @@ def test_bad_input_shows_the_error(server, browser):
     assert d.find_element(By.ID, 'result').text == ''
 
 
+def test_click_two_zones_on_the_map(server, browser):
+    "The rider's way: click the pick-up zone, then the drop-off zone, on the map; the answer appears."
+    from selenium.webdriver.common.by import By
+    d = browser
+    d.get(server['url'] + '/')
+    _wait(d, lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-ready') == 'true')
+    assert len(d.find_elements(By.CSS_SELECTOR, '#map path')) == 260
+    d.execute_script("document.getElementById('pickup').value = '2021-03-05T08:30'")
+    for zone in (132, 230):  # JFK Airport, then Times Sq/Theatre District: two big zones
+        d.find_element(By.ID, f'zone-{zone}').click()
+    _wait(d, lambda d: 'min' in d.find_element(By.ID, 'result').text)
+    assert d.find_element(By.ID, 'pu-zone').get_attribute('value') == '132'
+    assert d.find_element(By.ID, 'do-zone').get_attribute('value') == '230'
+    assert 'pu' in d.find_element(By.ID, 'zone-132').get_attribute('class')
+    api = server['app'].test_client().post('/predict', json={
+        'PULocationID': 132, 'DOLocationID': 230, 'pickup_datetime': '2021-03-05T08:30'}).json
+    lo, hi = api['interval']
+    assert api['used_distance'] is False
+    assert d.find_element(By.ID, 'result').text == f"≈ {round(api['duration'])} min ({round(lo)}–{round(hi)})"
+    assert f"version {api['model_version']}" in d.find_element(By.ID, 'model').text
+
+
 def test_default_time_is_now(server, browser):
     "Without touching the time field, the page sends the current New York time."
     from selenium.webdriver.common.by import By
@@ -108,4 +131,4 @@ def test_default_time_is_now(server, browser):
     now = serve.now_nyc()
     assert abs((serve.check_pickup(shown) - now).total_seconds()) < 180, (shown, now)
     d.find_element(By.ID, 'predict').click()
-    _wait(d, lambda d: 'minutes' in d.find_element(By.ID, 'result').text)
+    _wait(d, lambda d: 'min' in d.find_element(By.ID, 'result').text)

@@ -55,6 +55,19 @@ def test_one_ride(client):
     assert a['model_version'] == '1' == r.headers['X-Model-Version']
     assert a['ride_id'] == 'abc-1' and a['pickup_datetime'] == '2021-03-05T08:30:00'
     assert isinstance(a['duration'], float) and 1 <= a['duration'] <= 60
+    lo, hi = a['interval']
+    assert 0 <= lo < a['duration'] < hi and a['used_distance'] is True
+
+
+@pytest.mark.parametrize('ride', [{'PULocationID': 43, 'DOLocationID': 151},
+                                  {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': None},
+                                  {'PULocationID': 1, 'DOLocationID': 1, 'pickup_datetime': '2021-03-05T08:30:00'}])
+def test_zones_alone_are_answered(client, ride):
+    "The rider's question: pick-up and drop-off alone get minutes and a range, saying the distance was not used."
+    r = client.post('/predict', json=ride)
+    assert r.status_code == 200, r.json
+    a = r.json
+    assert a['used_distance'] is False and 0 <= a['interval'][0] < a['duration'] < a['interval'][1]
 
 
 def test_list_same_order_as_batch(client, small_model):
@@ -67,6 +80,7 @@ def test_list_same_order_as_batch(client, small_model):
     r = client.post('/predict', json=rides)
     assert r.status_code == 200
     assert [a['ride_id'] for a in r.json] == list(range(len(rides)))
+    # the raw logged pipeline; the service walks the same trees in C++
     batch = small_model.predict(df[['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']])
     np.testing.assert_allclose([a['duration'] for a in r.json], batch, rtol=1e-12)
 
@@ -118,7 +132,7 @@ BAD = {
     'scalar': (dict(json=42), 400, 'a JSON object (one ride) or a list'),
     'string': (dict(json='ride'), 400, 'a JSON object (one ride) or a list'),
     'null': (_raw(b'null'), 400, 'a JSON object (one ride) or a list'),
-    'empty object': (dict(json={}), 400, 'missing fields PULocationID, DOLocationID, trip_distance'),
+    'empty object': (dict(json={}), 400, 'missing fields PULocationID, DOLocationID'),
     'missing DO': (dict(json={'PULocationID': 43, 'trip_distance': 1}), 400, 'missing field DOLocationID'),
     'empty list': (dict(json=[]), 400, 'a list must hold 1 to'),
     'list of lists': (dict(json=[[43, 151, 1.0]]), 400, 'ride 0: a ride must be a JSON object'),
@@ -139,7 +153,7 @@ for field in ('PULocationID', 'DOLocationID'):
                         ('null', None), ('zero', 0), ('266', 266), ('negative', -1), ('huge', 10**30)]:
         BAD[f'{field} {name}'] = (dict(json=dict(RIDE, **{field: value})), 400, f'{field} must be an integer zone ID from 1 to 265')
 for name, value in [('negative', -0.5), ('absurd', 1000), ('just over', 100.01), ('string', '1.0'), ('bool', False),
-                    ('null', None), ('list', [1.0]), ('object', {})]:
+                    ('list', [1.0]), ('object', {})]:
     BAD[f'distance {name}'] = (dict(json=dict(RIDE, trip_distance=value)), 400, 'trip_distance must be')
 for name, value in [('words', 'tomorrow morning'), ('bad month', '2021-13-01T00:00'), ('bad day', '2021-02-30'),
                     ('number', 1614933000), ('list', ['2021-03-05']), ('old', '1970-01-01T00:00'), ('far', '2150-01-01'),
@@ -228,7 +242,7 @@ def test_hook_gets_checked_rides(small_model):
     r = app.test_client().post('/predict', json=[dict(RIDE, ride_id=1), dict(RIDE, trip_distance=3)])
     assert r.status_code == 200
     [(rides, preds, version)] = seen
-    assert version == '1' and preds.tolist() == [a['duration'] for a in r.json]
+    assert version == '1' and preds.tolist() == [a['duration'] for a in r.json]  # minutes, to the hooks
     assert rides[1] == {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 3.0, 'pickup_datetime': dt.datetime(2021, 3, 5, 8, 30)}
     assert app.test_client().post('/predict', json=dict(RIDE, trip_distance=-1)).status_code == 400 and len(seen) == 1
 

@@ -73,6 +73,9 @@ def check_answer(payload, answer):
     "A 200 answer to a ride has the model's minutes and version, and echoes the ride's ID."
     assert isinstance(answer['duration'], float) and math.isfinite(answer['duration'])
     assert answer['model_version'] and dt.datetime.fromisoformat(answer['pickup_datetime'])
+    lo, hi = answer['interval']
+    assert 0 <= lo <= answer['duration'] <= hi
+    assert answer['used_distance'] is (payload.get('trip_distance') is not None)
     if 'ride_id' in payload: assert answer['ride_id'] == payload['ride_id']
 
 
@@ -105,9 +108,9 @@ def test_fuzz_predict(client):
 
 
 valid_rides = st.fixed_dictionaries(
-    {'PULocationID': st.integers(1, 265), 'DOLocationID': st.integers(1, 265),
-     'trip_distance': st.one_of(st.floats(0, 100), st.integers(0, 100))},
-    optional={'pickup_datetime': st.one_of(st.none(), st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2099, 12, 30))
+    {'PULocationID': st.integers(1, 265), 'DOLocationID': st.integers(1, 265)},
+    optional={'trip_distance': st.one_of(st.none(), st.floats(0, 100), st.integers(0, 100)),
+              'pickup_datetime': st.one_of(st.none(), st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2099, 12, 30))
                                            .map(dt.datetime.isoformat)),
               'ride_id': st.one_of(st.text(min_size=1, max_size=128), st.integers(-2**63, 2**63 - 1))})
 

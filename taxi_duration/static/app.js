@@ -1,20 +1,62 @@
-// The page of the taxi-duration service: zone pickers from GET /zones, predictions from POST /predict.
+// The page of the taxi-duration service: a map of the TLC zones (GET /zones/shapes) and zone pickers
+// (GET /zones) choose the ride; POST /predict answers. Nothing is loaded from outside the service.
 'use strict';
 const $ = (id) => document.getElementById(id);
-let boroughs = [];
+const SVG = 'http://www.w3.org/2000/svg';
+let boroughs = [], boroughOf = {}, choosing = 'pu';
 
 function fillZones(boroughSelect, zoneSelect) {
   const b = boroughs.find((x) => x.name === boroughSelect.value);
   zoneSelect.replaceChildren(...(b ? b.zones : []).map((z) => new Option(z.name, String(z.id))));
 }
 
-function setupPicker(prefix, borough, zoneId) {
-  const bs = $(prefix + '-borough'), zs = $(prefix + '-zone');
-  bs.replaceChildren(...boroughs.map((b) => new Option(b.name, b.name)));
-  bs.value = borough;
-  fillZones(bs, zs);
+function choose(end, zoneId, fromMap) {  // set the pick-up ('pu') or drop-off ('do') zone everywhere
+  const bs = $(end + '-borough'), zs = $(end + '-zone');
+  if (boroughOf[zoneId] && bs.value !== boroughOf[zoneId]) { bs.value = boroughOf[zoneId]; fillZones(bs, zs); }
   zs.value = String(zoneId);
-  bs.addEventListener('change', () => fillZones(bs, zs));
+  document.querySelectorAll(`#map path.${end}`).forEach((p) => p.classList.remove(end));
+  const path = document.getElementById(`zone-${zoneId}`);
+  if (path) path.classList.add(end);
+  if (fromMap) {
+    choosing = end === 'pu' ? 'do' : 'pu';
+    $('map-hint').innerHTML = '';
+    $('map-hint').append('Click the ', Object.assign(document.createElement('b'),
+      {textContent: choosing === 'pu' ? 'pick-up' : 'drop-off'}), ' zone.');
+    if (end === 'do') predict();
+  }
+}
+
+function setupPicker(end, zoneId) {
+  const bs = $(end + '-borough'), zs = $(end + '-zone');
+  bs.replaceChildren(...boroughs.map((b) => new Option(b.name, b.name)));
+  bs.value = boroughOf[zoneId];
+  fillZones(bs, zs);
+  choose(end, zoneId, false);
+  bs.addEventListener('change', () => { fillZones(bs, zs); choose(end, parseInt(zs.value, 10), false); });
+  zs.addEventListener('change', () => choose(end, parseInt(zs.value, 10), false));
+}
+
+async function drawMap() {  // the zones as SVG paths, built with DOM calls (no markup from the network)
+  const r = await fetch('/zones/shapes');
+  if (!r.ok) { $('map-box').hidden = true; return; }
+  const shapes = await r.json(), names = {};
+  boroughs.forEach((b) => b.zones.forEach((z) => { names[z.id] = `${z.name} (${b.name})`; }));
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('viewBox', shapes.viewBox);
+  for (const [id, d] of Object.entries(shapes.zones)) {
+    const path = document.createElementNS(SVG, 'path');
+    path.setAttribute('d', d);
+    path.id = `zone-${id}`;
+    path.dataset.zone = id;
+    const title = document.createElementNS(SVG, 'title');
+    title.textContent = names[id] || `zone ${id}`;
+    path.append(title);
+    path.addEventListener('click', () => choose(choosing, parseInt(id, 10), true));
+    svg.append(path);
+  }
+  $('map').replaceChildren(svg);
+  choose('pu', parseInt($('pu-zone').value, 10), false);
+  choose('do', parseInt($('do-zone').value, 10), false);
 }
 
 function nowLocal() {  // the current New York time as a datetime-local value
@@ -30,13 +72,10 @@ function showError(message) {
 }
 
 async function predict(event) {
-  event.preventDefault();
+  if (event) event.preventDefault();
   showError('');
-  const ride = {
-    PULocationID: parseInt($('pu-zone').value, 10),
-    DOLocationID: parseInt($('do-zone').value, 10),
-    trip_distance: $('distance').value === '' ? null : Number($('distance').value),
-  };
+  const ride = {PULocationID: parseInt($('pu-zone').value, 10), DOLocationID: parseInt($('do-zone').value, 10)};
+  if ($('distance').value !== '') ride.trip_distance = Number($('distance').value);
   if ($('pickup').value) ride.pickup_datetime = $('pickup').value;
   $('predict').disabled = true;
   $('result').textContent = '…';
@@ -44,9 +83,10 @@ async function predict(event) {
     const r = await fetch('/predict', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(ride)});
     const body = await r.json();
     if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
-    $('result').textContent = `≈ ${body.duration.toFixed(1)} minutes`;
+    const range = body.interval ? ` (${Math.round(body.interval[0])}–${Math.round(body.interval[1])})` : '';
+    $('result').textContent = `≈ ${Math.round(body.duration)} min${range}`;
     $('result').dataset.minutes = String(body.duration);
-    $('model').textContent = `version ${body.model_version}`;
+    $('model').textContent = `version ${body.model_version}` + (body.used_distance ? ', with your distance' : '');
   } catch (e) {
     $('result').textContent = '';
     showError(e.message);
@@ -61,13 +101,16 @@ async function main() {
   try {
     const [zones, health] = await Promise.all([fetch('/zones').then((r) => r.json()), fetch('/health').then((r) => r.json())]);
     boroughs = zones.boroughs;
-    setupPicker('pu', 'Manhattan', 43);   // Central Park
-    setupPicker('do', 'Manhattan', 151);  // Manhattan Valley
-    $("model").textContent = `version ${health.model_version}`;
-    document.body.dataset.ready = 'true';
+    boroughs.forEach((b) => b.zones.forEach((z) => { boroughOf[z.id] = b.name; }));
+    setupPicker('pu', 43);   // Central Park
+    setupPicker('do', 151);  // Manhattan Valley
+    $('model').textContent = `version ${health.model_version}`;
   } catch (e) {
     showError(`cannot load the zone list: ${e.message}`);
+    return;
   }
+  try { await drawMap(); } catch (e) { $('map-box').hidden = true; }
+  document.body.dataset.ready = 'true';
 }
 
 document.addEventListener('DOMContentLoaded', main);
