@@ -121,7 +121,7 @@ def run_monitor(a,          # parsed arguments (add_monitor_args)
                 '(drift alone calls for a look at the data, not a new model)')
         else:
             r = retrain(raw, a.retrain_validation, a.model_name, log=lambda s: print(s, file=sys.stderr))
-            out(f"retrain: challenger {a.model_name} version {r['version']}: rmse {r['rmse']:.4f} on "
-                f"{r['validation_data']}; {'PROMOTED to champion' if r['promoted'] else 'champion unchanged'}: "
-                f"{r['reason']}")
+            out(f"retrain: challenger {a.model_name} version {r.version}: rmse {r.rmse:.4f} on "
+                f"{r.validation_data}; {'PROMOTED to champion' if r.promoted else 'champion unchanged'}: "
+                f"{r.reason}")
     return EXIT_ALERT

@@ -147,14 +147,9 @@ def zone_drift(ref, cur, col: str) -> dict:
 def score_rides(model,               # a fitted pipeline (registry.load_model)
                 frame: pd.DataFrame  # rides with RIDE_COLUMNS, possibly with gaps
                ) -> np.ndarray:
-    "Predicted minutes per ride; NaN where an input is missing."
-    ok = frame[RIDE_COLUMNS].notna().all(axis=1).to_numpy()
-    pred = np.full(len(frame), np.nan)
-    if ok.any():
-        X = frame.loc[ok, RIDE_COLUMNS].astype({'PULocationID': 'int64', 'DOLocationID': 'int64',
-                                                'trip_distance': 'float64'})
-        pred[ok] = model.predict(X)
-    return pred
+    "Predicted minutes per ride (`train.predict`: a missing distance is answered without it); NaN where a zone or time is missing."
+    from taxi_duration.train import predict
+    return predict(model, frame[[c for c in RIDE_COLUMNS if c in frame]]).minutes
 
 def performance(y,     # actual minutes
                 yhat   # predicted minutes (NaN: not scored)
