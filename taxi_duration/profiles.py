@@ -147,7 +147,7 @@ def zone_drift(ref, cur, col: str) -> dict:
 def score_rides(model,               # a fitted pipeline (registry.load_model)
                 frame: pd.DataFrame  # rides with RIDE_COLUMNS, possibly with gaps
                ) -> np.ndarray:
-    "Predicted minutes per ride (`train.predict`: a missing distance is answered without it); NaN where a zone or time is missing."
+    "Minutes per ride by `train.predict` (no distance: answered without it); NaN where a zone or time is missing."
     from taxi_duration.train import predict
     return predict(model, frame[[c for c in RIDE_COLUMNS if c in frame]]).minutes
 
