@@ -15,7 +15,7 @@ MODEL ?= gbm
 HOST ?= 127.0.0.1
 PORT ?= 9696
 
-.PHONY: install run pipeline serve monitor test nbtest pytest check-sync bench bench-serve bench-monitor clean
+.PHONY: install run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean
 
 install: $(VENV)/.installed
 
@@ -23,7 +23,7 @@ $(VENV)/.installed: setup.py settings.ini
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.10-3.12 (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,team]'
 	touch $@
 
 ## train on the default months, register, promote (falls back to the shipped sample, loudly, without network), then serve
@@ -39,6 +39,11 @@ serve: install
 ## check a later month against the champion (exit 3 when an alert fires)
 monitor: install
 	$(BIN)/taxi-duration monitor --data=green:2021-03
+
+## the team set-up: PostgreSQL in ./team/pgdata + mlflow server (served artifacts in ./team/artifacts) on $(HOST):5000
+## then, elsewhere: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
+tracking-server: install
+	$(BIN)/python -m taxi_duration.tracking --dir team --host $(HOST) --port 5000
 
 ## the README's test command: notebooks in sync and clean, notebook tests, pytest
 test: install check-sync nbtest pytest
