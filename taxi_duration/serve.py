@@ -483,7 +483,7 @@ def score_data(source: str, model_uri: str|None=None) -> tuple[pd.DataFrame, dic
 # %% ../nbs/06_serve.ipynb #36be5475
 def add_score_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "Add the arguments of `taxi-duration score` to `p`."
-    p.add_argument('--data', required=True, help='rides to score: a path (parquet/csv) or a spec like green:2021-03')
+    p.add_argument('--data', required=True, action='append', help='rides to score: a path (parquet/csv) or a spec like green:2021-03')
     p.add_argument('--output', required=True, help='where to write the predictions (.parquet or .csv)')
     p.add_argument('--model_uri', '--model-uri', dest='model_uri', default=None,
                    help=f'model to use (default $MODEL_URI, else {DEFAULT_URI})')
@@ -491,6 +491,9 @@ def add_score_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_score(args) -> int:
     "Score `args.data` into `args.output`; print a one-line summary; the exit code."
+    if not isinstance(args.data, str):  # --data repeats (for --engine spark): the pandas engine takes one
+        if len(args.data) > 1: raise TaxiDurationError('the pandas engine scores one --data: use --engine spark for several')
+        args.data = args.data[0]
     output_kind(args.output)  # a bad output name fails before the work, not after
     t0 = time.perf_counter()
     out, info = score_data(args.data, args.model_uri)
