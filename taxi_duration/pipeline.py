@@ -83,7 +83,8 @@ def _stderr_to(path: Path):
 def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:2021-02',
                  model: str=DEFAULT_MODEL, alpha=None,  # a number, or 'a,b,c' for a sweep
                  experiment: str=EXPERIMENT, model_name: str=MODEL_NAME,
-                 work_dir: str|None=None, fallback_sample: bool=False, log=print) -> dict:
+                 work_dir: str|None=None, fallback_sample: bool=False, log=print,
+                 step_hook=None) -> dict:  # step_hook(label, nb, run_id, run) runs each step: run() (Prefect tasks, 21_flow)
     "Run the pipeline's steps; the outcome (run id, metrics, model version, promotion)."
     check_model(model); parse_alphas(model, alpha)
     nbs = notebooks_dir()
@@ -111,10 +112,12 @@ def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:20
             log(f'step {label} ({nb}.ipynb) ...')
             out, t0 = work/f'{nb}.ipynb', time.perf_counter()
             try:
-                with _stderr_to(work/'kernels.log'):
-                    pm.execute_notebook(step_notebook(nbs/f'{nb}.ipynb'), out, kernel_name='python3',
-                                        parameters=dict(params[nb], work_dir=str(work.resolve())),
-                                        progress_bar=False, cwd=os.getcwd())
+                def run(nb=nb, out=out):
+                    with _stderr_to(work/'kernels.log'):
+                        pm.execute_notebook(step_notebook(nbs/f'{nb}.ipynb'), out, kernel_name='python3',
+                                            parameters=dict(params[nb], work_dir=str(work.resolve())),
+                                            progress_bar=False, cwd=os.getcwd())
+                step_hook(label, nb, run_id, run) if step_hook else run()
             except pm.PapermillExecutionError as e:
                 msg = ' '.join(str(e.evalue).split())
                 if e.ename in ('TaxiDurationError', 'DownloadUnavailable'): raise TaxiDurationError(f'step {label}: {msg}') from None
