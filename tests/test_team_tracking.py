@@ -119,3 +119,18 @@ def test_monitor_reads_reference_from_server(team):
     out, err = p.communicate(timeout=600)
     assert p.returncode in (0, 3), err[-2000:]
     assert 'reference run' in out and 'verdict:' in out
+
+
+def test_postgresql_uri_directly(team, monkeypatch):
+    "MLFLOW_TRACKING_URI=postgresql://... without the server: pipeline, then the service and batch scoring."
+    direct = team['tmp'] / 'direct'
+    direct.mkdir()
+    p = cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}",
+            '--model=linear', '--experiment=direct', '--model_name=direct-model', uri=team['backend'], cwd=direct)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', team['backend'])
+    monkeypatch.chdir(direct)  # the artifacts of a server-less store are in ./mlruns
+    from taxi_duration import serve
+    out, info = serve.score_data(team['data']['03'], 'models:/direct-model@champion')
+    assert info['model_version'] == '1' and len(out) > 2500
