@@ -14,6 +14,9 @@ VALIDATION ?= green:2021-02
 MODEL ?= gbm
 HOST ?= 127.0.0.1
 PORT ?= 9696
+MONITOR ?= green:2021-03
+FROM ?= 2021-03
+TO ?= 2021-03
 
 .PHONY: install run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean
 
@@ -44,6 +47,14 @@ monitor: install
 ## then, elsewhere: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
 tracking-server: install
 	$(BIN)/python -m taxi_duration.tracking --dir team --host $(HOST) --port 5000
+
+## the pipeline once as a Prefect flow: the four papermill steps as tasks, then the monitor on $(MONITOR)
+flow: install
+	$(BIN)/taxi-duration flow --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --monitor_data=$(MONITOR)
+
+## past run months as the monthly schedule would have run them (month N: train N-2, validate and monitor N-1)
+backfill: install
+	$(BIN)/taxi-duration backfill --from $(FROM) --to $(TO) --model=$(MODEL)
 
 ## the README's test command: notebooks in sync and clean, notebook tests, pytest
 test: install check-sync nbtest pytest
