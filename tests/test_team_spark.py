@@ -82,6 +82,17 @@ def test_bad_source_is_one_clear_error(store, spark):
         score_spark([str(store['tmp'] / 'missing.parquet')], store['tmp'] / 'bad', spark=spark)
 
 
+def test_bad_file_inside_a_task_is_one_clear_error(store, spark):
+    "A file without the ride columns fails inside a Spark task: the driver raises the reader's own message."
+    from taxi_duration.core import TaxiDurationError
+    from taxi_duration.spark import score_spark
+    bad = store['tmp'] / 'no_rides.parquet'
+    pd.DataFrame({'x': [1, 2]}).to_parquet(bad)
+    with pytest.raises(TaxiDurationError) as e:
+        score_spark([str(bad)], store['tmp'] / 'bad-out', spark=spark)
+    assert '{e}' not in str(e.value) and len(str(e.value).splitlines()) == 1 and not (store['tmp'] / 'bad-out').exists()
+
+
 def test_pandas_engine_refuses_many_data(store, capsys):
     from taxi_duration.cli import main
     rc = main(['score', '--data', str(store['files']['2021-02']), '--data', str(store['files']['2021-03']),
