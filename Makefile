@@ -15,8 +15,11 @@ VALIDATION ?= green:2021-02
 MODEL ?= gbm
 HOST ?= 127.0.0.1
 PORT ?= 9696
+MONITOR ?= green:2021-03
+FROM ?= 2021-03
+TO ?= 2021-03
 
-.PHONY: install run pipeline serve monitor test nbtest pytest check-sync bench bench-serve bench-monitor clean
+.PHONY: install run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean
 
 install: $(VENV)/.installed
 
@@ -24,7 +27,7 @@ $(VENV)/.installed: setup.py settings.ini
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.10-3.12 (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,team]'
 	touch $@
 
 ## train on the default months (downloaded into $(TAXI_DATA_DIR) when missing; offline, one line says where to put them), register, promote, then serve
@@ -40,6 +43,19 @@ serve: install
 ## check a later month against the champion (exit 3 when an alert fires)
 monitor: install
 	$(BIN)/taxi-duration monitor --data=green:2021-03
+
+## the team set-up: PostgreSQL in ./team/pgdata + mlflow server (served artifacts in ./team/artifacts) on $(HOST):5000
+## then, elsewhere: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
+tracking-server: install
+	$(BIN)/python -m taxi_duration.tracking --dir team --host $(HOST) --port 5000
+
+## the pipeline once as a Prefect flow: the four papermill steps as tasks, then the monitor on $(MONITOR)
+flow: install
+	$(BIN)/taxi-duration flow --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --monitor_data=$(MONITOR)
+
+## past run months as the monthly schedule would have run them (month N: train N-2, validate and monitor N-1)
+backfill: install
+	$(BIN)/taxi-duration backfill --from $(FROM) --to $(TO) --model=$(MODEL)
 
 ## the README's test command: notebooks in sync and clean, notebook tests, pytest
 test: install check-sync nbtest pytest

@@ -29,7 +29,12 @@ def parser() -> argparse.ArgumentParser:
     _flag(pl, 'model_name', default=MODEL_NAME, help='registered model (default %(default)s)')
     _flag(pl, 'work_dir', default=None, help='keep the steps\' hand-over files here (default: a temp folder)')
     from taxi_duration.score import add_score_args
-    add_score_args(sub.add_parser('score', help='score a month of rides in batch with the champion'))
+    sc = add_score_args(sub.add_parser('score', help='score a month of rides in batch with the champion'))
+    from taxi_duration.spark import add_spark_args
+    add_spark_args(sc)  # --engine spark --master URL (22_spark)
+    from taxi_duration.flow import add_flow_args, add_backfill_args
+    add_flow_args(sub.add_parser('flow', help='run the pipeline once as a Prefect flow (train, register, monitor)'))
+    add_backfill_args(sub.add_parser('backfill', help='run the Prefect flow over past months'))
     from taxi_duration.monitor import add_monitor_args
     add_monitor_args(sub.add_parser('monitor', help='compare live profiles or completed rides with the champion; '
                                                     'alert on drift or a performance drop'))
@@ -52,6 +57,9 @@ def _pipeline(a) -> int:
     return 0
 
 def _score(a) -> int:
+    if a.engine == 'spark':
+        from taxi_duration.spark import run_score_spark
+        return run_score_spark(a)
     from taxi_duration.score import run_score
     return run_score(a)
 
@@ -59,7 +67,15 @@ def _monitor(a) -> int:
     from taxi_duration.monitor import run_monitor
     return run_monitor(a)
 
-COMMANDS = {'pipeline': _pipeline, 'score': _score, 'monitor': _monitor}
+def _flow(a) -> int:
+    from taxi_duration.flow import run_flow
+    return run_flow(a)
+
+def _backfill(a) -> int:
+    from taxi_duration.flow import run_backfill
+    return run_backfill(a)
+
+COMMANDS = {'pipeline': _pipeline, 'score': _score, 'monitor': _monitor, 'flow': _flow, 'backfill': _backfill}
 
 # %% ../nbs/13_cli.ipynb #6ee47617
 def main(argv=None) -> int:

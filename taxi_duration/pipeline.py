@@ -104,18 +104,20 @@ class PipelineResult:
     seconds: dict = field(default_factory=dict)  # wall time per step
 
 # %% ../nbs/05_pipeline.ipynb #6fd1a51e
-def _run_steps(client, run_id: str, nbs: Path, work: Path, params: dict, log) -> dict:
+def _run_steps(client, run_id: str, nbs: Path, work: Path, params: dict, log,
+               step_hook=None) -> dict:  # step_hook(label, nb, run_id, run) runs each step: run() (Prefect tasks, 21_flow)
     "Execute the step notebooks in order, attaching each executed copy to the run; seconds per step."
     import papermill as pm
     seconds = {}
     for label, nb in STEPS:
         log(f'step {label} ({nb}.ipynb) ...')
         out, t0 = work/f'{nb}.ipynb', time.perf_counter()
-        try:
+        def run(nb=nb, out=out):
             with _stderr_to(work/'kernels.log'):
                 pm.execute_notebook(step_notebook(nbs/f'{nb}.ipynb'), out, kernel_name='python3',
                                     parameters=dict(params[nb], work_dir=str(work.resolve())),
                                     progress_bar=False, cwd=os.getcwd())
+        try: step_hook(label, nb, run_id, run) if step_hook else run()
         except pm.PapermillExecutionError as e:
             msg = ' '.join(str(e.evalue).split())
             if e.ename in ('TaxiDurationError', 'DownloadUnavailable'):
@@ -135,7 +137,8 @@ def _run_steps(client, run_id: str, nbs: Path, work: Path, params: dict, log) ->
 def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:2021-02',
                  model: str=DEFAULT_MODEL, alpha=None,  # a number, or 'a,b,c' for a sweep
                  experiment: str=EXPERIMENT, model_name: str=MODEL_NAME,
-                 work_dir: str|None=None, log=print) -> PipelineResult:
+                 work_dir: str|None=None, log=print,
+                 step_hook=None) -> PipelineResult:  # see _run_steps
     "Run the pipeline's steps; the outcome (run id, metrics, model version, promotion)."
     check_model(model); parse_alphas(model, alpha)
     nbs = notebooks_dir()
@@ -158,7 +161,7 @@ def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:20
               '04_registry': dict(run_id=run_id, model_name=model_name)}
     status = 'FAILED'
     try:
-        seconds = _run_steps(client, run_id, nbs, work, params, log)
+        seconds = _run_steps(client, run_id, nbs, work, params, log, step_hook)
         status = 'FINISHED'
         outcome = json.loads((work/'outcome.json').read_text())
     finally:

@@ -1,0 +1,96 @@
+"""Batch scoring at scale: rides/s of the pandas engine vs Spark local[1] vs local[2], and the driver's peak memory.
+
+    PYTHONPATH=. python bench/score_scale.py [--sources 14] [--model gbm] [--model_uri URI]
+
+Data: the real 2021 green months of ../shared/data (or $TAXI_DATA_DIR) — 2021-01, -02, -03 REPEATED in turn
+`--sources` times (14 sources = 1,050,000 rides; the same rides several times, so rides/s, not new information).
+Model: a champion trained here by the real pipeline on 2021-01/02 in a temp SQLite store (or --model_uri).
+Each configuration runs in its own process, so each peak memory is its own: the driver's Python (ru_maxrss)
+and, for Spark, the driver JVM's peak resident set (VmHWM, sampled from /proc while it runs).
+The pandas engine is `serve.score_data` per source in one process (its own thread pool over the cores).
+"""
+import argparse, json, os, resource, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get('TAXI_DATA_DIR') or ROOT.parent / 'shared' / 'data')
+MONTHS = [DATA / f'green_tripdata_2021-0{m}.parquet' for m in (1, 2, 3)]
+
+
+def jvm_peak(stop: threading.Event, out: dict):
+    "Sample the peak resident set (VmHWM, kB) of java processes descending from us until `stop`."
+    me = os.getpid()
+    while not stop.wait(0.2):
+        for pid in os.listdir('/proc'):
+            if not pid.isdigit(): continue
+            try:
+                st = open(f'/proc/{pid}/status').read()
+                if 'Name:\tjava' not in st or f'PPid:\t{me}\n' not in st: continue
+                hwm = int(st.split('VmHWM:')[1].split()[0])
+                out['jvm_kb'] = max(out.get('jvm_kb', 0), hwm)
+            except (OSError, IndexError, ValueError): pass
+
+
+def one(engine: str, master: str, n: int, model_uri: str, work: Path) -> dict:
+    "Run one configuration in this process; its figures."
+    srcs = [str(MONTHS[i % 3]) for i in range(n)]
+    stop, jvm = threading.Event(), {}
+    t = threading.Thread(target=jvm_peak, args=(stop, jvm), daemon=True); t.start()
+    t0 = time.perf_counter()
+    if engine == 'pandas':
+        from taxi_duration import serve
+        rides = 0
+        for s in srcs:
+            out, info = serve.score_data(s, model_uri)
+            rides += info['scored']; del out
+    else:
+        from taxi_duration.spark import score_spark
+        rides = score_spark(srcs, work / f"out-{master.replace('[', '').replace(']', '')}-{n}", model_uri, master)['scored']
+    seconds = time.perf_counter() - t0
+    stop.set(); t.join()
+    return dict(engine=engine, master=master if engine == 'spark' else '-', sources=n, rides=rides, seconds=seconds,
+                rides_per_s=rides / seconds, driver_python_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                driver_jvm_mb=jvm.get('jvm_kb', 0) / 1024)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--sources', type=int, default=14, help='number of month files (2021-01..03 repeated)')
+    p.add_argument('--model', default='gbm'); p.add_argument('--model_uri', default=None)
+    p.add_argument('--one', nargs=3, metavar=('ENGINE', 'MASTER', 'N'), help=argparse.SUPPRESS)
+    p.add_argument('--work', default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one[0], a.one[1], int(a.one[2]), a.model_uri, Path(a.work)))); return
+    if not all(m.exists() for m in MONTHS): sys.exit(f'the real 2021 green months are not in {DATA}')
+    work = Path(tempfile.mkdtemp(prefix='score-scale-'))
+    os.environ.setdefault('MLFLOW_TRACKING_URI', f"sqlite:///{work / 'mlflow.db'}")
+    for k, v in {'MLFLOW_DISABLE_TELEMETRY': 'true', 'DO_NOT_TRACK': 'true', 'WHYLOGS_NO_ANALYTICS': '1'}.items():
+        os.environ.setdefault(k, v)
+    model_uri = a.model_uri
+    if not model_uri:
+        from taxi_duration.pipeline import run_pipeline
+        r = run_pipeline(str(MONTHS[0]), str(MONTHS[1]), model=a.model, log=lambda s: None)
+        model_uri = f"models:/taxi-duration/{r['version']}"
+        print(f"model: {a.model}, {model_uri} (rmse {r['rmse']:.4f})", flush=True)
+    runs = [('pandas', '-', a.sources), ('spark', 'local[1]', a.sources), ('spark', 'local[2]', a.sources),
+            ('spark', 'local[2]', max(1, a.sources // 2))]
+    print(f"load average before: {os.getloadavg()}; cores: {len(os.sched_getaffinity(0))}", flush=True)
+    rows = []
+    for engine, master, n in runs:
+        cmd = [sys.executable, __file__, '--one', engine, master, str(n), '--model_uri', model_uri, '--work', str(work)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        if res.returncode: sys.exit(f'{engine} {master} failed:\n{res.stderr[-3000:]}')
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{engine:<7}{r['master']:<10}{n:>3} sources {r['rides']:>10,} rides {r['seconds']:7.1f} s "
+              f"{r['rides_per_s']:>9,.0f} rides/s  driver python {r['driver_python_mb']:6.0f} MB, "
+              f"JVM {r['driver_jvm_mb']:6.0f} MB  (load {os.getloadavg()[0]:.2f})", flush=True)
+    s1, s2 = rows[1]['rides_per_s'], rows[2]['rides_per_s']
+    print(f"local[2] / local[1] = {s2 / s1:.2f}x (target >= 1.6); local[2] / pandas = {s2 / rows[0]['rides_per_s']:.2f}x")
+    print(f"driver peak with {rows[3]['sources']} vs {rows[2]['sources']} sources: python {rows[3]['driver_python_mb']:.0f} "
+          f"vs {rows[2]['driver_python_mb']:.0f} MB, JVM {rows[3]['driver_jvm_mb']:.0f} vs {rows[2]['driver_jvm_mb']:.0f} MB")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,96 @@
+"""The Prefect flow for real, on Prefect's own temporary local server (no PREFECT_API_URL; nothing leaves the machine).
+
+Each flow runs in a `taxi-duration` subprocess with its own PREFECT_HOME and MLflow SQLite store; we then read
+Prefect's store (its SQLite file) and MLflow's to check the links both ways.
+"""
+import glob, json, os, sqlite3, subprocess, sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import FULL_MONTHS, ROOT, SHARED_DATA
+
+pytest.importorskip('prefect', reason="prefect is not installed: pip install 'taxi-duration[team]'")
+MAIN = 'import sys; from taxi_duration.cli import main; sys.exit(main())'
+
+
+def run_cli(tmp: Path, *args, data_dir=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+               PREFECT_HOME=str(tmp / 'prefect'), DO_NOT_TRACK='true', PREFECT_SERVER_ANALYTICS_ENABLED='false',
+               MLFLOW_DISABLE_TELEMETRY='true', WHYLOGS_NO_ANALYTICS='1', MONITORING_DIR=str(tmp / 'monitoring'),
+               TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable')
+    env.pop('PREFECT_API_URL', None)
+    if data_dir: env['TAXI_DATA_DIR'] = str(data_dir)
+    return subprocess.run([sys.executable, '-c', MAIN, *args], env=env, cwd=tmp, capture_output=True, text=True,
+                          timeout=900)
+
+
+def prefect_db(tmp: Path):
+    return sqlite3.connect(glob.glob(str(tmp / 'prefect' / '*.db'))[0])
+
+
+def mlflow_runs(tmp: Path):
+    from mlflow import MlflowClient
+    c = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    return c.search_runs([c.get_experiment_by_name('taxi-duration').experiment_id], "tags.pipeline = 'papermill'")
+
+
+@pytest.fixture(scope='module')
+def once(tmp_path_factory):
+    "`taxi-duration flow` run once on 3,000 real rides per month (linear model, monitor on February)."
+    if not all(p.exists() for p in FULL_MONTHS): pytest.skip('the real months are not in ../shared/data')
+    tmp = tmp_path_factory.mktemp('flow')
+    for m in ('01', '02'):
+        pd.read_parquet(SHARED_DATA / f'green_tripdata_2021-{m}.parquet').sample(3000, random_state=3).to_parquet(tmp / f'g{m}.parquet')
+    r = run_cli(tmp, 'flow', f"--train_data={tmp / 'g01.parquet'}", f"--validation_data={tmp / 'g02.parquet'}",
+                f"--monitor_data={tmp / 'g02.parquet'}", '--model=linear')
+    return dict(tmp=tmp, r=r)
+
+
+def test_flow_runs_once(once):
+    assert once['r'].returncode == 0, once['r'].stderr[-3000:]
+
+
+def test_steps_are_prefect_tasks(once):
+    names = {n.rsplit('-', 1)[0] for (n,) in prefect_db(once['tmp']).execute('select name from task_run')}
+    assert names == {'01_data load & prepare', '02_features vectorise', '03_train train',
+                     '04_registry evaluate & register', 'monitor'}
+
+
+def test_mlflow_run_carries_prefect_flow_run_id(once):
+    (fid,) = prefect_db(once['tmp']).execute('select id from flow_run').fetchone()
+    (run,) = mlflow_runs(once['tmp'])
+    assert run.data.tags['prefect_flow_run_id'] == fid
+
+
+def test_prefect_run_carries_mlflow_run_id(once):
+    (run,) = mlflow_runs(once['tmp'])
+    (data,) = prefect_db(once['tmp']).execute("select data from artifact where key = 'mlflow-run'").fetchone()
+    logs = [m for (m,) in prefect_db(once['tmp']).execute('select message from log')]
+    assert run.info.run_id in json.loads(data) and any(run.info.run_id in m for m in logs)
+
+
+def test_backfill_tags_each_run_with_its_months(tmp_path):
+    "backfill over one run month (2021-03: train 2021-01, validate 2021-02) on the full real months."
+    if not all(p.exists() for p in FULL_MONTHS[:2]): pytest.skip('the real months are not in ../shared/data')
+    r = run_cli(tmp_path, 'backfill', '--from', '2021-03', '--to', '2021-03', '--model', 'linear', '--no-monitor',
+                data_dir=SHARED_DATA)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (tags,) = prefect_db(tmp_path).execute('select tags from flow_run').fetchone()
+    assert set(json.loads(tags)) == {'backfill', 'train:green:2021-01', 'validation:green:2021-02'}
+    (run,) = mlflow_runs(tmp_path)
+    assert (run.data.tags['train_data'], run.data.tags['validation_data'], run.data.tags['run_month']) == \
+        ('green:2021-01', 'green:2021-02', '2021-03')
+
+
+def test_backfill_refuses_months_the_tlc_lacks(tmp_path):
+    r = run_cli(tmp_path, 'backfill', '--from', '2013-08', '--to', '2013-10')
+    assert r.returncode == 2 and r.stderr.startswith('taxi-duration: error: run month 2013-08') \
+        and 'no green trip data for 2013-06' in r.stderr, r.stderr
+
+
+def test_monthly_deployment_schedule():
+    from taxi_duration.flow import deployment
+    (s,) = deployment().schedules
+    assert s.schedule.cron == '0 6 3 * *'

@@ -1,0 +1,100 @@
+"""Batch scoring on a real Spark (local[2]): the same predictions as the pandas engine, a partitioned dataset.
+
+One SparkSession per module (stopped after); a linear champion trained once on 3,000 real rides; scored:
+3,000 February and 12,000 March rides.
+"""
+import os, shutil, sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import FULL_MONTHS
+
+pytest.importorskip('pyspark', reason="pyspark is not installed: pip install 'taxi-duration[spark]'")
+pytestmark = pytest.mark.skipif(not shutil.which('java'), reason='Spark needs Java 17 (.ci/run installs it)')
+
+
+@pytest.fixture(scope='module')
+def store(tmp_path_factory):
+    "A new SQLite store with a linear champion, and small real months as files; the environment pointed at it."
+    if not all(p.exists() for p in FULL_MONTHS): pytest.skip('the real months are not in ../shared/data')
+    tmp = tmp_path_factory.mktemp('spark')
+    files = {}
+    for p in FULL_MONTHS:
+        files[p.stem[-7:]] = tmp / p.name
+        n = 12_000 if p.stem.endswith('03') else 3000  # March: more rides than one chunk (spark.CHUNK) in a task
+        pd.read_parquet(p).sample(n, random_state=2).to_parquet(files[p.stem[-7:]])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MLFLOW_TRACKING_URI', f"sqlite:///{tmp / 'mlflow.db'}")
+        mp.chdir(tmp)
+        from taxi_duration.pipeline import run_pipeline
+        run_pipeline(str(files['2021-01']), str(files['2021-02']), model='linear', log=lambda s: None)
+        yield dict(tmp=tmp, files=files)
+
+
+@pytest.fixture(scope='module')
+def spark():
+    from taxi_duration.spark import spark_session
+    s = spark_session('local[2]')
+    yield s
+    s.stop()
+
+
+def test_spark_equals_pandas(store, spark):
+    from taxi_duration import serve
+    from taxi_duration.spark import score_spark
+    srcs = [str(store['files']['2021-02']), str(store['files']['2021-03'])]
+    r = score_spark(srcs, store['tmp'] / 'out', spark=spark)
+    got = pd.read_parquet(store['tmp'] / 'out')
+    want = pd.concat([serve.score_data(s)[0] for s in srcs], ignore_index=True)
+    m = want.merge(got, on='ride_id', suffixes=('', '_spark'), validate='one_to_one')
+    assert len(m) == len(want) == r['scored'] and (m.predicted_duration == m.predicted_duration_spark).all()
+
+
+def test_dataset_is_partitioned_by_source(store):
+    assert sorted(p.name for p in (store['tmp'] / 'out').glob('source=*')) == \
+        ['source=green_tripdata_2021-02', 'source=green_tripdata_2021-03']
+
+
+def test_same_rides_same_times(store):
+    "Pickup times pass through Spark unchanged (New York wall-clock, no time-zone shift)."
+    from taxi_duration import serve
+    got = pd.read_parquet(store['tmp'] / 'out', filters=[('source', '=', 'green_tripdata_2021-02')])
+    want = serve.score_data(str(store['files']['2021-02']))[0]
+    m = want.merge(got, on='ride_id', suffixes=('', '_spark'))
+    assert (m.pickup_datetime == pd.to_datetime(m.pickup_datetime_spark)).all()
+
+
+def test_cli_engine_spark(store, capsys):
+    from taxi_duration.cli import main
+    out = store['tmp'] / 'cli-out'
+    rc = main(['score', '--engine', 'spark', '--master', 'local[1]', '--data', str(store['files']['2021-02']),
+               '--data', str(store['files']['2021-03']), '--output', str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert len(pd.read_parquet(out)) == len(pd.read_parquet(store['tmp'] / 'out'))
+
+
+def test_bad_source_is_one_clear_error(store, spark):
+    from taxi_duration.core import TaxiDurationError
+    from taxi_duration.spark import score_spark
+    with pytest.raises(TaxiDurationError, match='no such file'):
+        score_spark([str(store['tmp'] / 'missing.parquet')], store['tmp'] / 'bad', spark=spark)
+
+
+def test_bad_file_inside_a_task_is_one_clear_error(store, spark):
+    "A file without the ride columns fails inside a Spark task: the driver raises the reader's own message."
+    from taxi_duration.core import TaxiDurationError
+    from taxi_duration.spark import score_spark
+    bad = store['tmp'] / 'no_rides.parquet'
+    pd.DataFrame({'x': [1, 2]}).to_parquet(bad)
+    with pytest.raises(TaxiDurationError) as e:
+        score_spark([str(bad)], store['tmp'] / 'bad-out', spark=spark)
+    assert '{e}' not in str(e.value) and len(str(e.value).splitlines()) == 1 and not (store['tmp'] / 'bad-out').exists()
+
+
+def test_pandas_engine_refuses_many_data(store, capsys):
+    from taxi_duration.cli import main
+    rc = main(['score', '--data', str(store['files']['2021-02']), '--data', str(store['files']['2021-03']),
+               '--output', str(store['tmp'] / 'p.parquet')])
+    assert rc == 2 and 'use --engine spark' in capsys.readouterr().err

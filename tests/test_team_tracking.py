@@ -1,0 +1,136 @@
+"""The team set-up for real: PostgreSQL 15 + `mlflow server --serve-artifacts`, clients over HTTP.
+
+One PostgreSQL cluster and one MLflow server per module (private ports, temp folders), stopped always.
+Small real data: 3,000 rides of each 2021 green month cut into temp parquet files.
+"""
+import os, shutil, subprocess, sys, tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import FULL_MONTHS, ROOT
+
+pytestmark = pytest.mark.skipif(not shutil.which('initdb') or not shutil.which('pg_ctl'),
+                                reason='PostgreSQL (initdb, pg_ctl) is not installed: .ci/run installs it')
+
+
+def small_months(folder: Path, n: int = 3000) -> dict:
+    "The first `n` rides of each real 2021 green month as parquet files in `folder`; skip without ../shared."
+    if not all(p.exists() for p in FULL_MONTHS):
+        pytest.skip('the real months are not in ../shared/data')
+    out = {}
+    for p in FULL_MONTHS:
+        dst = folder / p.name
+        pd.read_parquet(p).sample(n, random_state=1).to_parquet(dst)
+        out[p.stem[-2:]] = str(dst)
+    return out
+
+
+def env_for(uri: str) -> dict:
+    return dict(os.environ, MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(ROOT), MLFLOW_DISABLE_TELEMETRY='true',
+                DO_NOT_TRACK='true', WHYLOGS_NO_ANALYTICS='1', TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable')
+
+
+MAIN = 'import sys; from taxi_duration.cli import main; sys.exit(main())'
+
+
+def cli(*args, uri: str, cwd, **kw):
+    return subprocess.Popen([sys.executable, '-c', MAIN, *args], env=env_for(uri), cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture(scope='module')
+def team(tmp_path_factory):
+    "PostgreSQL + the MLflow server; yields dict(uri=http://..., backend=postgresql://..., artifacts=..., data=...)."
+    from taxi_duration import tracking
+    tmp = tmp_path_factory.mktemp('team')
+    data = small_months(tmp)
+    pg_root = Path(tempfile.mkdtemp(prefix='taxi-pg-'))  # pytest's folders are private to root; pgtest must reach it
+    pg_root.chmod(0o755)
+    pg = pg_root / 'data'
+    backend = tracking.start_postgres(pg, tracking.free_port())
+    srv = None
+    try:
+        port = tracking.free_port()
+        srv = tracking.start_server(backend, tmp / 'artifacts', port, log=open(tmp / 'server.log', 'w'))
+        yield dict(uri=f'http://127.0.0.1:{port}', backend=backend, artifacts=tmp / 'artifacts', data=data, tmp=tmp)
+    finally:
+        if srv: tracking.stop_server(srv)
+        tracking.stop_postgres(pg)
+        shutil.rmtree(pg_root, ignore_errors=True)
+
+
+def test_pipeline_registers_champion_through_server(team):
+    p = cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}",
+            '--model=linear', uri=team['uri'], cwd=team['tmp'])
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+    from mlflow import MlflowClient
+    mv = MlflowClient(team['uri']).get_model_version_by_alias('taxi-duration', 'champion')
+    assert mv.version == '1'
+
+
+def test_artifacts_live_on_the_server(team):
+    "Clients wrote no local mlruns/: the model files are in the server's artifact folder."
+    assert not (team['tmp'] / 'mlruns').exists() and any(team['artifacts'].rglob('MLmodel'))
+
+
+def test_four_pipelines_at_once(team):
+    "Four pipelines started at once all finish, every run is recorded, @champion ends on the best."
+    alphas = ['0.01', '1', '30', '300']
+    procs = [cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}",
+                 '--model=ridge', f'--alpha={a}', uri=team['uri'], cwd=team['tmp']) for a in alphas]
+    results = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [e[-1500:] for _, e in results]
+    from mlflow import MlflowClient
+    c = MlflowClient(team['uri'])
+    runs = c.search_runs([c.get_experiment_by_name('taxi-duration').experiment_id],
+                         "tags.pipeline = 'papermill'", max_results=100)
+    assert sum(r.info.status == 'FINISHED' for r in runs) == 5  # the first test's and these four
+    versions = c.search_model_versions("name = 'taxi-duration'")
+    best = min(versions, key=lambda v: float(v.tags['validation_rmse']))
+    assert c.get_model_version_by_alias('taxi-duration', 'champion').version == best.version
+
+
+def test_service_serves_and_follows_promotion(team, monkeypatch):
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', team['uri'])
+    from mlflow import MlflowClient
+    from taxi_duration import serve
+    c = MlflowClient(team['uri'])
+    champ = c.get_model_version_by_alias('taxi-duration', 'champion').version
+    app = serve.create_app(refresh_seconds=0)
+    ride = {'PULocationID': 74, 'DOLocationID': 41, 'trip_distance': 2.5, 'pickup_datetime': '2021-03-01T08:00:00'}
+    r = app.test_client().post('/predict', json=ride)
+    assert r.status_code == 200 and str(r.get_json()['model_version']) == champ, r.get_json()
+    other = next(v.version for v in c.search_model_versions("name = 'taxi-duration'") if v.version != champ)
+    c.set_registered_model_alias('taxi-duration', 'champion', other)
+    try:
+        assert app.extensions['taxi_duration'].check()  # what the watcher thread does every REFRESH_SECONDS
+        r = app.test_client().post('/predict', json=ride)
+        assert str(r.get_json()['model_version']) == other, r.get_json()
+    finally:
+        c.set_registered_model_alias('taxi-duration', 'champion', champ)
+
+
+def test_monitor_reads_reference_from_server(team):
+    p = cli('monitor', f"--data={team['data']['03']}", '--report', str(team['tmp'] / 'report.html'),
+            '--alerts-log', str(team['tmp'] / 'alerts.jsonl'), uri=team['uri'], cwd=team['tmp'])
+    out, err = p.communicate(timeout=600)
+    assert p.returncode in (0, 3), err[-2000:]
+    assert 'reference run' in out and 'verdict:' in out
+
+
+def test_postgresql_uri_directly(team, monkeypatch):
+    "MLFLOW_TRACKING_URI=postgresql://... without the server: pipeline, then the service and batch scoring."
+    direct = team['tmp'] / 'direct'
+    direct.mkdir()
+    p = cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}",
+            '--model=linear', '--experiment=direct', '--model_name=direct-model', uri=team['backend'], cwd=direct)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', team['backend'])
+    monkeypatch.chdir(direct)  # the artifacts of a server-less store are in ./mlruns
+    from taxi_duration import serve
+    out, info = serve.score_data(team['data']['03'], 'models:/direct-model@champion')
+    assert info['model_version'] == '1' and len(out) > 2500
