@@ -208,7 +208,8 @@ def read_trips(path: Path,
             df[c] = pd.to_datetime(df[c])
             # TLC times are New York wall-clock times; a file with offsets is brought back to them
             if df[c].dt.tz is not None: df[c] = df[c].dt.tz_convert(NYC).dt.tz_localize(None)
-        for c in ('PULocationID', 'DOLocationID', 'trip_distance'): df[c] = pd.to_numeric(df[c])
+        for c in ('PULocationID', 'DOLocationID', 'trip_distance'):
+            if c in df: df[c] = pd.to_numeric(df[c])
     except (ValueError, TypeError) as e:
         raise TaxiDurationError(f"{path}: a column has values of the wrong type ({e})") from None
     return df

@@ -10,7 +10,7 @@ from taxi_duration import score as scoring
 from taxi_duration.core import TaxiDurationError
 
 COLUMNS = ['ride_id', 'pickup_datetime', 'PULocationID', 'DOLocationID', 'trip_distance', 'actual_duration',
-           'predicted_duration', 'model_version', 'reason']
+           'predicted_duration', 'predicted_p10', 'predicted_p90', 'used_distance', 'model_version', 'reason']
 
 
 def score(*argv, out=print) -> int:
@@ -42,6 +42,21 @@ def test_score_csv_and_file_without_dropoff(champion_env, march, tmp_path):
     assert len(df) == 50 and df.actual_duration.isna().all() and df.ride_id.iloc[3] == 'to_score_3'
     full, _ = scoring.score_data('green:2021-03')
     np.testing.assert_allclose(df.predicted_duration, full.predicted_duration.head(50), rtol=1e-12)
+
+
+def test_a_file_without_distances_is_scored_from_zones_and_times(champion_env, march, tmp_path):
+    "Issue 8: no distance column, or gaps in it: every ride is scored, with its range, saying the distance was not used."
+    rides = march[['lpep_pickup_datetime', 'lpep_dropoff_datetime', 'PULocationID', 'DOLocationID', 'trip_distance']].head(200)
+    rides.drop(columns='trip_distance').to_parquet(tmp_path / 'none.parquet')
+    gaps = rides.copy()
+    gaps.loc[gaps.index[::2], 'trip_distance'] = np.nan
+    gaps.to_parquet(tmp_path / 'gaps.parquet')
+    none, s = scoring.score_data(str(tmp_path / 'none.parquet'))
+    assert s.scored == 200 and not none.used_distance.any()
+    assert (none.predicted_p10 <= none.predicted_duration).all() and (none.predicted_duration <= none.predicted_p90).all()
+    half, s = scoring.score_data(str(tmp_path / 'gaps.parquet'))
+    assert s.scored == 200 and half.used_distance.tolist() == [i % 2 == 1 for i in range(200)]
+    np.testing.assert_allclose(half.predicted_duration[::2], none.predicted_duration[::2], rtol=1e-12)
 
 
 def test_rides_the_service_would_refuse_are_written_with_a_reason(champion_env, march, tmp_path):

@@ -6,6 +6,7 @@ One SparkSession per module (stopped after); a linear champion trained once on 3
 import os, shutil, sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -42,14 +43,17 @@ def spark():
 
 
 def test_spark_equals_pandas(store, spark):
-    from taxi_duration import serve
+    from taxi_duration import score
     from taxi_duration.spark import score_spark
     srcs = [str(store['files']['2021-02']), str(store['files']['2021-03'])]
     r = score_spark(srcs, store['tmp'] / 'out', spark=spark)
     got = pd.read_parquet(store['tmp'] / 'out')
-    want = pd.concat([serve.score_data(s)[0] for s in srcs], ignore_index=True)
+    want = pd.concat([score.score_data(s)[0] for s in srcs], ignore_index=True)
     m = want.merge(got, on='ride_id', suffixes=('', '_spark'), validate='one_to_one')
-    assert len(m) == len(want) == r['scored'] and (m.predicted_duration == m.predicted_duration_spark).all()
+    assert len(m) == len(want) == r['scored']
+    for c in ('predicted_duration', 'predicted_p10', 'predicted_p90'):  # exactly; a refused ride is NaN on both
+        assert np.array_equal(m[c].to_numpy(float), m[c + '_spark'].to_numpy(float), equal_nan=True), c
+    assert (m.reason == m.reason_spark).all()
 
 
 def test_dataset_is_partitioned_by_source(store):
@@ -59,9 +63,9 @@ def test_dataset_is_partitioned_by_source(store):
 
 def test_same_rides_same_times(store):
     "Pickup times pass through Spark unchanged (New York wall-clock, no time-zone shift)."
-    from taxi_duration import serve
+    from taxi_duration import score
     got = pd.read_parquet(store['tmp'] / 'out', filters=[('source', '=', 'green_tripdata_2021-02')])
-    want = serve.score_data(str(store['files']['2021-02']))[0]
+    want = score.score_data(str(store['files']['2021-02']))[0]
     m = want.merge(got, on='ride_id', suffixes=('', '_spark'))
     assert (m.pickup_datetime == pd.to_datetime(m.pickup_datetime_spark)).all()
 
@@ -97,4 +101,4 @@ def test_pandas_engine_refuses_many_data(store, capsys):
     from taxi_duration.cli import main
     rc = main(['score', '--data', str(store['files']['2021-02']), '--data', str(store['files']['2021-03']),
                '--output', str(store['tmp'] / 'p.parquet')])
-    assert rc == 2 and 'use --engine spark' in capsys.readouterr().err
+    assert rc == 2 and 'several go with --engine spark' in capsys.readouterr().err

@@ -99,7 +99,7 @@ def test_service_serves_and_follows_promotion(team, monkeypatch):
     from taxi_duration import serve
     c = MlflowClient(team['uri'])
     champ = c.get_model_version_by_alias('taxi-duration', 'champion').version
-    app = serve.create_app(refresh_seconds=0)
+    app = serve.create_app(serve.Champion(refresh_seconds=0))
     ride = {'PULocationID': 74, 'DOLocationID': 41, 'trip_distance': 2.5, 'pickup_datetime': '2021-03-01T08:00:00'}
     r = app.test_client().post('/predict', json=ride)
     assert r.status_code == 200 and str(r.get_json()['model_version']) == champ, r.get_json()
@@ -131,6 +131,6 @@ def test_postgresql_uri_directly(team, monkeypatch):
     assert p.returncode == 0, err[-2000:]
     monkeypatch.setenv('MLFLOW_TRACKING_URI', team['backend'])
     monkeypatch.chdir(direct)  # the artifacts of a server-less store are in ./mlruns
-    from taxi_duration import serve
-    out, info = serve.score_data(team['data']['03'], 'models:/direct-model@champion')
-    assert info['model_version'] == '1' and len(out) > 2500
+    from taxi_duration import score
+    out, info = score.score_data(team['data']['03'], 'models:/direct-model@champion')
+    assert info.model_version == '1' and len(out) > 2500
