@@ -223,7 +223,8 @@ def predict(model,  # the logged pipeline (sklearn, or an MLflow pyfunc wrapping
     if getattr(model.named_steps.get('records'), 'kw_args', {}).get('kind') == 'course': ok = ok & given
     out = [np.full(len(ok), np.nan) for _ in range(3)]
     if ok.any():
-        Xt = model[:-1].transform(X[ok] if frame else [x for x, k in zip(X, ok) if k])
+        Xt = X[ok] if frame else [x for x, k in zip(X, ok) if k]
+        for _, step in model.steps[:-1]: Xt = step.transform(Xt)  # not model[:-1]: a new Pipeline per call costs
         last = model.steps[-1][1]
         # a model logged before intervals existed answers minutes only: its range is NaN, not a zero width
         res = last.predict_interval(Xt) if hasattr(last, 'predict_interval') else (last.predict(Xt), np.nan, np.nan)
