@@ -195,7 +195,7 @@ def test_gunicorn_workers_each_write_their_files_and_lose_nothing(env, raw_march
     assert files and not list(mdir.glob('.*'))
     total = sum(profiles.rows(profiles.read_view(f)) for f in files)
     assert total == answered == len(rides)
-    pids = {f.name.split('-')[-2] for f in files}
+    pids = {f.name.split('-')[-3] for f in files}
     assert str(workers[0]) in pids  # the worker stopped alone wrote its own file
     assert run_cli('--profiles', str(mdir), '--report', str(tmp_path / 'r.html')) == 0
 

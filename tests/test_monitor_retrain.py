@@ -39,6 +39,16 @@ def test_drift_alone_does_not_retrain(sample_champion, tmp_path, capsys):
     km = tmp_path / 'km.parquet'
     checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'zones_scrambled').to_parquet(km)
     code = run_cli('--data', str(km), '--retrain', '--threshold', 'rmse_ratio=10', '--threshold', 'mae_ratio=10',
-                   '--report', str(tmp_path / 'r.html'))
+                   '--threshold', 'coverage_drop=1', '--report', str(tmp_path / 'r.html'))
     assert code == 3 and 'not retraining' in capsys.readouterr().out
     assert str(champion().version) == '1'
+
+
+def test_broken_inputs_are_never_retrained_on(sample_champion, tmp_path, capsys):
+    "Distances in km make the errors jump (a performance alert), but a model trained on them would learn the breakage."
+    km = tmp_path / 'km.parquet'
+    checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'km').to_parquet(km)
+    code = run_cli('--data', str(km), '--retrain', '--report', str(tmp_path / 'r.html'))
+    out = capsys.readouterr().out
+    assert code == 3 and 'retrain: refused: the inputs look broken' in out and 'drift trip_distance' in out, out
+    assert str(champion().version) == '1' and not (tmp_path / 'monitoring' / 'retrain').exists()
