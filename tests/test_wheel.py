@@ -54,16 +54,17 @@ def _run(venv, *args, cwd, **env):
 
 
 def test_the_package_is_imported_from_the_wheel_with_its_files(venv, tmp_path):
-    code = ('import taxi_duration, taxi_duration.serve as s, taxi_duration.data as d; print(taxi_duration.__file__); '
-            "print((s.STATIC / 'index.html').exists(), (s.STATIC / 'app.js').exists(), len(d.zones()))")
+    code = ('import taxi_duration, taxi_duration.serve as s; print(taxi_duration.__file__); '
+            "print((s.STATIC / 'index.html').exists(), (s.STATIC / 'app.js').exists(), "
+            "(s.STATIC.parent / 'templates' / 'report.html.j2').exists())")
     r = _run(venv, str(venv['bin'] / 'python'), '-c', code, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     where, files = r.stdout.split('\n')[:2]
     assert Path(where).is_relative_to(venv['purelib'])
-    assert files == 'True True 265'
+    assert files == 'True True True'  # the page and the monitoring report's template
     import zipfile
     names = zipfile.ZipFile(venv['wheel']).namelist()
-    assert not [n for n in names if n.endswith('.parquet') or 'SOURCES.md' in n]  # no TLC trip data in the wheel
+    assert not [n for n in names if n.endswith(('.parquet', '.csv', '.shp', '.zip')) or 'SOURCES.md' in n]  # no TLC data
 
 
 def test_the_cli_runs_and_pipeline_says_it_needs_the_notebooks(venv, tmp_path):
@@ -106,7 +107,7 @@ def test_the_service_runs_from_the_wheel_on_a_model_trained_here(venv, tmp_path)
         r = requests.post(f'http://127.0.0.1:{port}/predict', json=ride, timeout=5)
         assert r.status_code == 200 and r.headers['X-Model-Version'] == '1', r.text
         assert requests.get(f'http://127.0.0.1:{port}/', timeout=5).status_code == 200        # static page shipped
-        assert requests.get(f'http://127.0.0.1:{port}/zones', timeout=5).status_code == 200   # zone table shipped
+        assert requests.get(f'http://127.0.0.1:{port}/zones', timeout=5).status_code == 200   # zones from the TLC cache
     finally:
         proc.terminate()
         try: proc.wait(timeout=20)

@@ -63,10 +63,10 @@ def test_missing_uses_the_data_steps_downloader(shapes_dir, tmp_path, monkeypatc
 
 
 def test_offline_fresh_clone_falls_back(tmp_path, monkeypatch):
-    "No cache, no downloader: the table comes from the package, the featuriser warns, centroids are all 0."
+    "No cache, no downloader: the repository ships no zone table; the featuriser warns, centroids are all 0."
     monkeypatch.setenv('TAXI_DATA_DIR', str(tmp_path))
     monkeypatch.delattr(data, 'fetch_misc', raising=False)
-    assert len(zones.zone_table()) == 265
+    with pytest.raises(TaxiDurationError, match='taxi_zone_lookup.csv is not in'): zones.zone_table()
     with pytest.raises(TaxiDurationError, match='taxi_zones.zip is not in'): zones.zone_centroids()
     with pytest.warns(UserWarning, match='zone shapes unavailable'): f = make_featurizer()
     ride = {'PULocationID': 43, 'DOLocationID': 151, 'pickup_datetime': '2021-03-05T08:30:00'}
