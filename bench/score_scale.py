@@ -7,7 +7,7 @@ Data: the real 2021 green months of ../shared/data (or $TAXI_DATA_DIR) — 2021-
 Model: a champion trained here by the real pipeline on 2021-01/02 in a temp SQLite store (or --model_uri).
 Each configuration runs in its own process, so each peak memory is its own: the driver's Python (ru_maxrss)
 and, for Spark, the driver JVM's peak resident set (VmHWM, sampled from /proc while it runs).
-The pandas engine is `serve.score_data` per source in one process (its own thread pool over the cores).
+The pandas engine is `score.score_data` per source in one process (its own thread pool over the cores).
 """
 import argparse, json, os, resource, subprocess, sys, tempfile, threading, time
 from pathlib import Path
@@ -38,11 +38,11 @@ def one(engine: str, master: str, n: int, model_uri: str, work: Path) -> dict:
     t = threading.Thread(target=jvm_peak, args=(stop, jvm), daemon=True); t.start()
     t0 = time.perf_counter()
     if engine == 'pandas':
-        from taxi_duration import serve
+        from taxi_duration import score
         rides = 0
         for s in srcs:
-            out, info = serve.score_data(s, model_uri)
-            rides += info['scored']; del out
+            out, info = score.score_data(s, model_uri)
+            rides += info.scored; del out
     else:
         from taxi_duration.spark import score_spark
         rides = score_spark(srcs, work / f"out-{master.replace('[', '').replace(']', '')}-{n}", model_uri, master)['scored']
@@ -71,8 +71,8 @@ def main():
     if not model_uri:
         from taxi_duration.pipeline import run_pipeline
         r = run_pipeline(str(MONTHS[0]), str(MONTHS[1]), model=a.model, log=lambda s: None)
-        model_uri = f"models:/taxi-duration/{r['version']}"
-        print(f"model: {a.model}, {model_uri} (rmse {r['rmse']:.4f})", flush=True)
+        model_uri = f"models:/taxi-duration/{r.version}"
+        print(f"model: {a.model}, {model_uri} (rmse {r.rmse:.4f})", flush=True)
     runs = [('pandas', '-', a.sources), ('spark', 'local[1]', a.sources), ('spark', 'local[2]', a.sources),
             ('spark', 'local[2]', max(1, a.sources // 2))]
     print(f"load average before: {os.getloadavg()}; cores: {len(os.sched_getaffinity(0))}", flush=True)
