@@ -1,21 +1,21 @@
 """Serve the champion over HTTP: the shell around `taxi_duration.serve` (nbs/06_serve.ipynb).
 
     python app.py                              # http://127.0.0.1:9696 (HOST / PORT override)
-    gunicorn -w 2 -b 127.0.0.1:9696 app:app    # production (make serve)
+    make serve                                 # production: gunicorn with serve.GUNICORN_ARGS
 
 Serves `models:/taxi-duration@champion` from MLFLOW_TRACKING_URI (MODEL_URI overrides) and
 follows the alias every REFRESH_SECONDS (default 30). With no champion it exits at once.
 Every answered ride is profiled with whylogs into $MONITORING_DIR (default ./monitoring), off
-the request path (nbs/11_live.ipynb); MONITORING=0 turns that off.
+the request path (nbs/11_live.ipynb); MONITORING=0 turns that off. /health shows how it is doing.
 """
 import os
 
 from taxi_duration.live import LiveProfiler
-from taxi_duration.serve import app_or_exit, run_or_exit
+from taxi_duration.serve import app_or_exit, or_exit, run_or_exit
 
-profiler = None if os.environ.get('MONITORING') == '0' else LiveProfiler()
+profiler = None if os.environ.get('MONITORING') == '0' else or_exit(LiveProfiler)  # an unwritable folder: one line
 app = app_or_exit(on_predictions=profiler and profiler.record,  # the WSGI object
-                  on_rejected=profiler and profiler.rejected)
+                  on_rejected=profiler and profiler.rejected, on_health=profiler and profiler.status)
 
 if __name__ == '__main__':
     run_or_exit(app)
