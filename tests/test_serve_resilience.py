@@ -131,3 +131,22 @@ def test_a_worker_restarting_without_the_registry_serves_the_last_good_copy(serv
     h = requests.get(server['url'] + '/health', timeout=5).json()
     assert h['status'] == 'degraded' and 'last good local copy' in h['problem']
     assert 'serving the last good local copy' in (server['tmp'] / 'gunicorn.log').read_text()
+
+
+def test_health_shows_how_live_monitoring_is_doing(server):
+    requests.post(server['url'] + '/predict', json=RIDE, timeout=5)
+    m = requests.get(server['url'] + '/health', timeout=5).json()['monitoring']
+    assert set(m) == {'recorded', 'dropped', 'refused', 'files_written', 'errors'} and m['errors'] == 0
+
+
+@pytest.mark.parametrize('cmd', [[sys.executable, 'app.py'],
+                                 [str(Path(sys.executable).parent / 'gunicorn'), '-w', '2', 'app:app']],
+                         ids=['python', 'gunicorn'])
+def test_an_unwritable_monitoring_dir_fails_at_start_in_one_line(small_registry, tmp_path, cmd):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=small_registry['tracking_uri'], MONITORING_DIR='/proc/no-such-folder',
+               PORT=str(free_port()))
+    if 'gunicorn' in cmd[0]: cmd = cmd + ['-b', f"127.0.0.1:{env['PORT']}"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    ours = [l for l in p.stderr.splitlines() if l.startswith('taxi-duration serve: error:')]
+    assert p.returncode != 0 and ours and 'cannot write live profiles to /proc/no-such-folder' in ours[0], p.stderr[-2000:]
+    if 'gunicorn' not in cmd[0]: assert p.stderr.strip() == ours[0]  # one line, no traceback
