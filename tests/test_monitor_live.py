@@ -1,6 +1,7 @@
 """The live path: the service's hook records real rides into whylogs profiles off the request path;
 files per window and per process, nothing lost on SIGTERM (plain process and gunicorn workers),
 bounded memory; `monitor --profiles` stays quiet on real traffic and fires on breakage."""
+import datetime as dt
 import json
 import os
 import signal
@@ -300,3 +301,30 @@ def test_a_feed_that_loses_its_distances_is_an_input_alert(env, model, reference
     summary = json.loads((tmp_path / 'r.json').read_text())
     assert code == 3
     assert ('missing', 'trip_distance') in {(a['check'], a['column']) for a in summary['alerts']}
+
+
+def _daily_profiles(raw, model, version, folder, broken_day=None):
+    "One profile file per day of `raw`, stamped with the day (as a service's windows would be); one day in km."
+    folder.mkdir(parents=True, exist_ok=True)
+    fr = live_frame(raw)
+    for day, g in fr.groupby(fr.pickup_datetime.dt.normalize()):
+        if day.day == broken_day: g = g.assign(trip_distance=g.trip_distance * 1.609344)
+        stamp = dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.timezone.utc)
+        view = profiles.profile(profiles.monitor_frame(g, profiles.score_rides(model, g)), timestamp=stamp,
+                                metadata={'model_version': version})
+        (folder / f'profile-v{version}-{stamp:%Y%m%d}.bin').write_bytes(view.serialize())
+
+
+def test_one_bad_day_among_many_alerts(env, reference, model, raw_march, tmp_path):
+    """Issue 9: merged over a month, one broken day reads as a small blip; judged on its own it fires.
+    The recent window (the last day of the profiles' own timestamps) is judged separately."""
+    _daily_profiles(raw_march, model, reference.version, tmp_path / 'p', broken_day=10)
+    merged = live.monitor_profiles(tmp_path / 'p', reference, window_hours=0)
+    assert [c for c in merged.checks if c.column == 'trip_distance' and c.check == 'drift'][0].status == 'ok'
+    assert {(a.check, a.column) for a in merged.alerts} >= {('drift', 'trip_distance')}
+    assert all(a.note.startswith('on 2021-03-10 alone') for a in merged.alerts)
+    recent = live.monitor_profiles(tmp_path / 'p', reference)  # default: the last 24 h of the profiles, each day alone
+    assert recent.files == 1 and recent.window == 'last 24 h of the profiles' and not recent.healthy
+    healthy = tmp_path / 'healthy'
+    _daily_profiles(raw_march, model, reference.version, healthy)
+    assert live.monitor_profiles(healthy, reference).healthy
