@@ -114,7 +114,10 @@ def ensure_experiment(name: str=EXPERIMENT) -> str:
         exp = retry_busy(client.get_experiment_by_name, name)
         if exp: return exp.experiment_id
         root = artifact_root(uri)
-        return retry_busy(client.create_experiment, name, artifact_location=f'{root}/{name}' if root else None)
+        try: return retry_busy(client.create_experiment, name, artifact_location=f'{root}/{name}' if root else None)
+        except Exception as e:  # a shared server: another client created it since we looked (no lock spans machines)
+            if getattr(e, 'error_code', None) != 'RESOURCE_ALREADY_EXISTS': raise
+            return client.get_experiment_by_name(name).experiment_id
 
 # %% ../nbs/00_core.ipynb #69f6187f
 @contextmanager

@@ -165,6 +165,7 @@ def month_range(first: str, last: str) -> list[str]:
 def backfill(first: str, last: str, model: str='gbm', service: str='green', monitor: bool=True,
              experiment: str=EXPERIMENT, model_name: str=MODEL_NAME, log=print) -> list[dict]:
     "Run the flow for each run month from `first` to `last`; the outcomes."
+    prefect_env()  # before Prefect is imported: it reads its settings once, at import
     from prefect import tags
     plan = [months_for(m, service) for m in month_range(first, last)]  # every month checked first
     f, out = taxi_flow(), []
@@ -211,6 +212,7 @@ def _print_outcome(r: dict):
 def run_flow(a) -> int:
     "`taxi-duration flow`: run the flow once (or serve the monthly deployment); the exit code."
     if a.serve:
+        prefect_env()
         from prefect import serve
         serve(taxi_flow().to_deployment(name='monthly', cron=a.cron, parameters=dict(model=a.model, service=a.service)))
         return 0

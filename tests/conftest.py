@@ -3,7 +3,7 @@
 Tests never touch the network and never write to the user's ./mlflow.db: every test that
 needs MLflow gets its own SQLite store in a temp folder.
 """
-import os
+import fcntl, os, pickle
 from pathlib import Path
 
 import pytest
@@ -72,6 +72,21 @@ def full_data_dir():
     return SHARED_DATA
 
 
+def built_once(tmp_path_factory, name: str, build):
+    """`build(folder)` once per test run. Alone, in a new temp folder; under pytest-xdist the first worker to
+    get here builds in a folder all workers share, and the others wait for it (a file lock) and read its result."""
+    if not os.environ.get('PYTEST_XDIST_WORKER'): return build(tmp_path_factory.mktemp(name))
+    folder = tmp_path_factory.getbasetemp().parent / name  # this run's root: common to its workers
+    folder.mkdir(exist_ok=True)
+    with open(folder.with_suffix('.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / 'result.pickle'
+        if done.exists(): return pickle.loads(done.read_bytes())
+        result = build(folder)
+        done.write_bytes(pickle.dumps(result))
+        return result
+
+
 def new_store(tmp: Path) -> str:
     return f'sqlite:///{tmp / "mlflow.db"}'
 
@@ -94,28 +109,32 @@ def trained_store(tmp_path_factory):
     from taxi_duration.core import modified_env
     from taxi_duration.pipeline import run_pipeline
     if not have_real_months(2): pytest.skip(NO_DATA)
-    tmp = tmp_path_factory.mktemp('trained')
-    uri = new_store(tmp)
-    with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable',
-                      TAXI_DATA_DIR=str(SHARED_DATA), TAXI_SAMPLE_DIR=str(tmp / 'samples')):
-        res = run_pipeline('green:2021-01', 'green:2021-02', log=lambda s: None)
-    return dict(dataclasses.asdict(res), tracking_uri=uri, full=True)
+
+    def build(tmp):
+        uri = new_store(tmp)
+        with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable',
+                          TAXI_DATA_DIR=str(SHARED_DATA), TAXI_SAMPLE_DIR=str(tmp / 'samples')):
+            res = run_pipeline('green:2021-01', 'green:2021-02', log=lambda s: None)
+        return dict(dataclasses.asdict(res), tracking_uri=uri, full=True)
+    return built_once(tmp_path_factory, 'trained', build)
 
 
 @pytest.fixture(scope='session')
-def small_model():
+def small_model(tmp_path_factory):
     """A model pipeline fitted in-process in a few seconds by the pipeline's own functions on 20,000 real
     January rides, its interval calibrated on 10,000 February rides: what the HTTP tests serve."""
     if not have_real_months(): pytest.skip(NO_DATA)
     from taxi_duration.data import load
     from taxi_duration.features import featurize
     from taxi_duration.train import fit_candidate
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
-        feats = featurize(load('green:2021-01')[0].sample(20_000, random_state=0),
-                          load('green:2021-02')[0].sample(10_000, random_state=0), 'zones_time')
-        pipe, _, _ = fit_candidate(feats, 'gbm')
-    return pipe
+
+    def build(_):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+            feats = featurize(load('green:2021-01')[0].sample(20_000, random_state=0),
+                              load('green:2021-02')[0].sample(10_000, random_state=0), 'zones_time')
+            return fit_candidate(feats, 'gbm')[0]
+    return built_once(tmp_path_factory, 'small-model', build)
 
 
 @pytest.fixture(scope='session')
@@ -125,15 +144,19 @@ def small_registry(small_model, tmp_path_factory):
     import mlflow
     from taxi_duration.core import MODEL_NAME, ensure_experiment
     from taxi_duration.train import SKOPS_TRUSTED
-    uri = new_store(tmp_path_factory.mktemp('registry'))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('MLFLOW_TRACKING_URI', uri)
-        with mlflow.start_run(experiment_id=ensure_experiment()):
-            info = mlflow.sklearn.log_model(small_model, name='model', serialization_format='skops',
-                                            skops_trusted_types=SKOPS_TRUSTED, pip_requirements=['scikit-learn'])
-        mv = mlflow.register_model(info.model_uri, MODEL_NAME)
-        mlflow.MlflowClient(uri).set_registered_model_alias(MODEL_NAME, 'champion', mv.version)
-    return dict(tracking_uri=uri, version=str(mv.version))
+
+    def build(tmp):
+        uri = new_store(tmp)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv('MLFLOW_TRACKING_URI', uri)
+            mp.chdir(tmp)
+            with mlflow.start_run(experiment_id=ensure_experiment()):
+                info = mlflow.sklearn.log_model(small_model, name='model', serialization_format='skops',
+                                                skops_trusted_types=SKOPS_TRUSTED, pip_requirements=['scikit-learn'])
+            mv = mlflow.register_model(info.model_uri, MODEL_NAME)
+            mlflow.MlflowClient(uri).set_registered_model_alias(MODEL_NAME, 'champion', mv.version)
+        return dict(tracking_uri=uri, version=str(mv.version))
+    return built_once(tmp_path_factory, 'registry', build)
 
 
 @pytest.fixture(scope='module')

@@ -61,14 +61,18 @@ def in_process_champion(n_train: int|None=TRAIN_ROWS, seed: int=0) -> dict:
 @pytest.fixture(scope='session')
 def monitored_store(tmp_path_factory):
     "A throw-away store whose champion (with its reference) was fitted in-process once per session."
-    for m in ('01', '02', '03'): month_file(m)
-    tmp = tmp_path_factory.mktemp('monitored')
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp / "mlflow.db"}')
-        mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
-        outcome = in_process_champion()
     import dataclasses
-    return dict(dataclasses.asdict(outcome), tracking_uri=f'sqlite:///{tmp / "mlflow.db"}')
+    from conftest import built_once
+    for m in ('01', '02', '03'): month_file(m)
+
+    def build(tmp):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp / "mlflow.db"}')
+            mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+            mp.chdir(tmp)
+            outcome = in_process_champion()
+        return dict(dataclasses.asdict(outcome), tracking_uri=f'sqlite:///{tmp / "mlflow.db"}')
+    return built_once(tmp_path_factory, 'monitored', build)
 
 
 def run_cli(*argv) -> int:

@@ -61,36 +61,39 @@ def team(tmp_path_factory):
         shutil.rmtree(pg_root, ignore_errors=True)
 
 
-def test_pipeline_registers_champion_through_server(team):
-    p = cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}",
-            '--model=linear', uri=team['uri'], cwd=team['tmp'])
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-2000:]
-    from mlflow import MlflowClient
-    mv = MlflowClient(team['uri']).get_model_version_by_alias('taxi-duration', 'champion')
-    assert mv.version == '1'
+@pytest.fixture(scope='module')
+def four(team):
+    "Four pipelines (linear and three ridge alphas) started at once through the server; their (returncode, stderr)."
+    models = [['--model=linear'], *(['--model=ridge', f'--alpha={a}'] for a in ('0.01', '30', '300'))]
+    procs = [cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}", *m,
+                 uri=team['uri'], cwd=team['tmp']) for m in models]
+    errs = [p.communicate(timeout=900)[1] for p in procs]
+    return [(p.returncode, e) for p, e in zip(procs, errs)]
 
 
-def test_artifacts_live_on_the_server(team):
-    "Clients wrote no local mlruns/: the model files are in the server's artifact folder."
-    assert not (team['tmp'] / 'mlruns').exists() and any(team['artifacts'].rglob('MLmodel'))
+def test_four_pipelines_at_once_all_finish(four):
+    assert [rc for rc, _ in four] == [0] * 4, '\n'.join(e[-3000:] for rc, e in four if rc)
 
 
-def test_four_pipelines_at_once(team):
-    "Four pipelines started at once all finish, every run is recorded, @champion ends on the best."
-    alphas = ['0.01', '1', '30', '300']
-    procs = [cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}",
-                 '--model=ridge', f'--alpha={a}', uri=team['uri'], cwd=team['tmp']) for a in alphas]
-    results = [p.communicate(timeout=900) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 4, [e[-1500:] for _, e in results]
+def test_every_run_is_recorded_on_the_server(team, four):
     from mlflow import MlflowClient
     c = MlflowClient(team['uri'])
     runs = c.search_runs([c.get_experiment_by_name('taxi-duration').experiment_id],
                          "tags.pipeline = 'papermill'", max_results=100)
-    assert sum(r.info.status == 'FINISHED' for r in runs) == 5  # the first test's and these four
+    assert sum(r.info.status == 'FINISHED' for r in runs) == 4
+
+
+def test_champion_ends_on_the_best(team, four):
+    from mlflow import MlflowClient
+    c = MlflowClient(team['uri'])
     versions = c.search_model_versions("name = 'taxi-duration'")
     best = min(versions, key=lambda v: float(v.tags['validation_rmse']))
     assert c.get_model_version_by_alias('taxi-duration', 'champion').version == best.version
+
+
+def test_artifacts_live_on_the_server(team, four):
+    "Clients wrote no local mlruns/: the model files are in the server's artifact folder."
+    assert not (team['tmp'] / 'mlruns').exists() and any(team['artifacts'].rglob('MLmodel'))
 
 
 def test_service_serves_and_follows_promotion(team, monkeypatch):
