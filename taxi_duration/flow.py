@@ -165,9 +165,9 @@ def month_range(first: str, last: str) -> list[str]:
 def backfill(first: str, last: str, model: str='gbm', service: str='green', monitor: bool=True,
              experiment: str=EXPERIMENT, model_name: str=MODEL_NAME, log=print) -> list[dict]:
     "Run the flow for each run month from `first` to `last`; the outcomes."
+    plan = [months_for(m, service) for m in month_range(first, last)]  # every month checked first, before Prefect
     prefect_env()  # before Prefect is imported: it reads its settings once, at import
     from prefect import tags
-    plan = [months_for(m, service) for m in month_range(first, last)]  # every month checked first
     f, out = taxi_flow(), []
     for m in plan:
         name = f"{m['run_month']}: train {m['train_data']}, validate {m['validation_data']}"
