@@ -48,8 +48,10 @@ TRACE = """# gunicorn config written by bench/serve.py --trace: times the pauses
 import gc, os, sys, time
 
 def post_worker_init(worker):
-    if os.environ.get('BENCH_UNTUNED') == '1':  # undo app_or_exit's tuning: the service as it was
+    profiler = getattr(sys.modules.get('app'), 'profiler', None)  # app.py's LiveProfiler, if it runs
+    if os.environ.get('BENCH_UNTUNED') == '1':  # as it was: heap not frozen, 5 ms GIL turns, profiling in-process
         gc.unfreeze(); sys.setswitchinterval(0.005)
+        if profiler is not None: profiler.separate_process = False
     log = open(os.path.join(os.environ['BENCH_TRACE_DIR'], f'trace-{os.getpid()}.log'), 'a', buffering=1)
     start = {}
     def collected(phase, info):
@@ -57,7 +59,6 @@ def post_worker_init(worker):
         if phase == 'start': start[0] = time.perf_counter()
         else: log.write(f"{time.time():.3f} gc2 {1e3 * (time.perf_counter() - start[0]):.2f}\\n")
     gc.callbacks.append(collected)
-    profiler = getattr(sys.modules.get('app'), 'profiler', None)  # app.py's LiveProfiler, if it runs
     if profiler is not None:
         flush = profiler._flush
         def timed(final):
@@ -223,7 +224,8 @@ def main():
     ap.add_argument('--skip-batch', action='store_true', help='do not time batch scoring')
     ap.add_argument('--skip-mlflow', action='store_true', help='measure ours and the ceiling only')
     ap.add_argument('--trace', action='store_true', help="time the gunicorn workers' full garbage collections and "
-                    "profiling flushes, and add ours as it was before its tuning (heap not frozen, 5 ms GIL turns)")
+                    "profiling flushes, and add ours as it was before its tuning (heap not frozen, 5 ms GIL turns, "
+                    "profiling in the worker process)")
     a = ap.parse_args()
     if not shutil.which('wrk'): sys.exit('bench: needs wrk (apt-get install -y wrk)')
     data_dir = os.environ.get('TAXI_DATA_DIR') or str(ROOT.parent / 'shared' / 'data')
