@@ -6,14 +6,16 @@
 Serves `models:/taxi-duration@champion` from MLFLOW_TRACKING_URI (MODEL_URI overrides) and
 follows the alias every REFRESH_SECONDS (default 30). With no champion it exits at once.
 Every answered ride is profiled with whylogs into $MONITORING_DIR (default ./monitoring), off
-the request path (nbs/11_live.ipynb); MONITORING=0 turns that off. /health shows how it is doing.
+the request path, in a child process of each worker (nbs/11_live.ipynb); MONITORING=0 turns that
+off. /health shows how it is doing.
 """
 import os
 
 from taxi_duration.live import LiveProfiler
 from taxi_duration.serve import app_or_exit, or_exit, run_or_exit
 
-profiler = None if os.environ.get('MONITORING') == '0' else or_exit(LiveProfiler)  # an unwritable folder: one line
+profiler = (None if os.environ.get('MONITORING') == '0' else  # an unwritable folder: one line
+            or_exit(LiveProfiler, separate_process=True))
 app = app_or_exit(on_predictions=profiler and profiler.record,  # the WSGI object
                   on_rejected=profiler and profiler.rejected, on_health=profiler and profiler.status)
 

@@ -5,7 +5,7 @@
 
 1. The hook itself: `LiveProfiler.record` for one ride against a no-op hook and against the
    naive alternative (`why.log` of a one-row frame per request), per call.
-2. The service: the same app (`serve.create_app`) under `gunicorn -w 2`, without and with the
+2. The service: the same app (`serve.create_app`) under gunicorn with serve.GUNICORN_ARGS, without and with the
    profiler as its `on_predictions` hook, alternated (ABBA) in one run under the same `wrk` load;
    prints req/s, p99, the throughput cost (target: <= 5 %) and the CPU time per request of the
    gunicorn processes, which is far less sensitive to other load on the machine than req/s. After the runs it checks that
@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
 APP = """import os
-from taxi_duration.serve import app_from_env
+from taxi_duration.serve import app_or_exit
 os.environ['REFRESH_SECONDS'] = '0'
 hooks = {}
 if os.environ.get('BENCH_MONITOR') == '1':
     from taxi_duration.live import LiveProfiler
-    p = LiveProfiler()
+    p = LiveProfiler(separate_process=True)  # as app.py runs it
     hooks = dict(on_predictions=p.record, on_rejected=p.rejected)
-app = app_from_env(**hooks)
+app = app_or_exit(**hooks)  # as app.py: heap settled, short GIL turns
 """
 
 
@@ -92,13 +92,14 @@ def champion_uri(tmp: Path) -> str:
 
 
 def serve_run(tmp: Path, uri: str, monitor: bool, seconds: int, mdir: Path) -> dict:
-    "Start gunicorn -w 2, load it with wrk for `seconds`, stop it (SIGTERM); req/s, p99, requests."
+    "Start gunicorn (serve.GUNICORN_ARGS), load it with wrk for `seconds`, stop it (SIGTERM); req/s, p99, requests."
     import requests
     port = free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, BENCH_MONITOR='1' if monitor else '0', MONITORING_DIR=str(mdir),
                PYTHONPATH=f'{tmp}{os.pathsep}{ROOT}', WHYLOGS_NO_ANALYTICS='1', MLFLOW_DISABLE_TELEMETRY='true')
     log = open(tmp / f'gunicorn-{int(monitor)}.log', 'a')
-    proc = subprocess.Popen([str(BIN / 'gunicorn'), '-w', '2', '-b', f'127.0.0.1:{port}', 'bench_app:app'],
+    from taxi_duration.serve import GUNICORN_ARGS
+    proc = subprocess.Popen([str(BIN / 'gunicorn'), *GUNICORN_ARGS.split(), '-b', f'127.0.0.1:{port}', 'bench_app:app'],
                             cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120
@@ -107,6 +108,7 @@ def serve_run(tmp: Path, uri: str, monitor: bool, seconds: int, mdir: Path) -> d
             try:
                 if requests.get(f'http://127.0.0.1:{port}/health', timeout=1).ok: break
             except requests.RequestException: time.sleep(0.3)
+        time.sleep(3)  # both workers up, and their profiling children done importing: not a cost of serving
         lua = tmp / 'post.lua'
         lua.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(json.dumps(RIDE))}\n')
         cpu0 = _cpu_seconds(proc.pid)
@@ -126,7 +128,7 @@ def serve_run(tmp: Path, uri: str, monitor: bool, seconds: int, mdir: Path) -> d
 
 
 def _cpu_seconds(pid: int) -> float:
-    "CPU seconds (user + system) used so far by gunicorn's master and its workers."
+    "CPU seconds (user + system) used so far by gunicorn's master, its workers and their profiling children."
     import psutil
     procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
     return sum(sum(p.cpu_times()[:2]) for p in procs)

@@ -80,18 +80,19 @@ class ZoneGeometry(TransformerMixin, BaseEstimator):
 
     def _look(self, ids):
         "Rows of the table for zone IDs; NaN for IDs it does not know."
-        i = np.nan_to_num(ids, nan=-1).astype(np.int64)
-        ok = (i >= 0) & (i < len(self.table_)) & (i == ids)
+        ok = np.isfinite(ids) & (ids >= 0) & (ids < len(self.table_)) & (np.floor(ids) == ids)
         out = np.full((len(ids), 3), np.nan)
-        out[ok] = self.table_[i[ok]]
+        out[ok] = self.table_[ids[ok].astype(np.int64)]
         return out
 
-    def transform(self, X):
+    def transform(self, X):  # one preallocated matrix: the service transforms one ride per call
         X = np.asarray(X, dtype=float)
         a, b = self._look(X[:, self.pu]), self._look(X[:, self.do])
-        crow = np.hypot(a[:, 0] - b[:, 0], a[:, 1] - b[:, 1])
-        same = np.where(np.isnan(a[:, 2]) | np.isnan(b[:, 2]), np.nan, (a[:, 2] == b[:, 2]).astype(float))
-        return np.hstack([X, a[:, :2], b[:, :2], crow[:, None], same[:, None]])
+        out, k = np.empty((len(X), X.shape[1] + 6)), X.shape[1]
+        out[:, :k], out[:, k:k + 2], out[:, k + 2:k + 4] = X, a[:, :2], b[:, :2]
+        out[:, k + 4] = np.hypot(a[:, 0] - b[:, 0], a[:, 1] - b[:, 1])
+        out[:, k + 5] = np.where(np.isnan(a[:, 2]) | np.isnan(b[:, 2]), np.nan, a[:, 2] == b[:, 2])
+        return out
 
 # %% ../nbs/02_features.ipynb #12af6fd8
 GEOMETRY = ['PU_x', 'PU_y', 'DO_x', 'DO_y', 'crow_miles', 'same_borough']  # the columns ZoneGeometry appends

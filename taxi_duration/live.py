@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_live.ipynb #c41c0d6f
 from __future__ import annotations
-import atexit, datetime as dt, json, logging, os, signal, socket, sys, tempfile, threading, time, uuid
+import atexit, datetime as dt, json, logging, os, pickle, signal, socket, sys, tempfile, threading, time, uuid
 from functools import reduce
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -16,7 +16,8 @@ from .checks import MonitorResult, Thresholds, drift_checks, fired, judged, reje
 from .profiles import Reference, monitor_frame, monitoring_dir, profile, read_view, rows
 
 # %% auto #0
-__all__ = ['REJECTED', 'log', 'LiveProfiler', 'rejected_counts', 'add_counts', 'merge_views', 'read_profiles', 'monitor_profiles']
+__all__ = ['REJECTED', 'log', 'LiveProfiler', 'profiling_child', 'rejected_counts', 'add_counts', 'merge_views', 'read_profiles',
+           'monitor_profiles']
 
 # %% ../nbs/11_live.ipynb #46084e4b
 REJECTED = 'rejected'  # profile metadata key: JSON {field: rides refused} of the window
@@ -40,8 +41,10 @@ class LiveProfiler:
                  batch_rows: int=1000,          # wake the thread at this many buffered rides
                  flush_seconds: float=2.0,      # ... or this often
                  max_rows: int=100_000,         # buffer cap; beyond it rides are dropped (counted)
-                 handle_sigterm: bool=True):    # turn SIGTERM into a normal exit (so `close` runs)
+                 handle_sigterm: bool=True,     # turn SIGTERM into a normal exit (so `close` runs)
+                 separate_process: bool=False): # profile in a child process, which shares no GIL with requests
         self.directory = _writable(Path(directory) if directory else monitoring_dir())
+        self.separate_process, self._child = separate_process, None
         self.window_seconds, self.batch_rows = window_seconds, batch_rows
         self.flush_seconds, self.max_rows = flush_seconds, max_rows
         self.recorded = self.dropped = self.errors = self.files_written = self.refused = 0
@@ -51,6 +54,7 @@ class LiveProfiler:
         atexit.register(lambda: self.close())  # `close` is defined below
         if handle_sigterm: self._chain_sigterm()
         profile(monitor_frame([{c: None for c in RIDE_COLUMNS}], [0.0]))  # warm whylogs now, not on a request
+        if separate_process: self._ensure_started()  # the child process starts with the service, not on a request
 
 # %% ../nbs/11_live.ipynb #65bf3456
 @patch
@@ -67,12 +71,16 @@ def _chain_sigterm(self: LiveProfiler):
 def _start(self: LiveProfiler):
     "Fresh buffers and a worker thread for this process (first ride, or first after fork)."
     self._pid, self._buffer, self._buffered, self._open, self._seq = os.getpid(), [], 0, {}, 0
+    self._child = None  # a forked process never writes to its parent's child
     self._token = uuid.uuid4().hex[:8]  # a restart that reuses a pid (containers: pid 1) never reuses a file name
     # {(window, version): {field: rides}}: since the last flush / per open window
     self._rejected, self._open_rejected = {}, {}
     self._wake, self._stop = threading.Event(), threading.Event()
     self._thread = threading.Thread(target=self._run, name='taxi-duration-profiler', daemon=True)
     self._thread.start()
+    if self.separate_process:  # its child starts now (imports take a second or two), not with the first batch
+        try: self._child = self._spawn()
+        except Exception as e: self._failed(e); self.separate_process = False
 
 @patch
 def _ensure_started(self: LiveProfiler):
@@ -118,23 +126,29 @@ def _window(self: LiveProfiler, key: tuple):
 # %% ../nbs/11_live.ipynb #f43c3463
 @patch
 def _flush(self: LiveProfiler, final: bool):
-    "Profile what is buffered; write windows that ended (all of them if `final`)."
+    "Profile what is buffered (here, or in the child process); write windows that ended (all of them if `final`)."
     with self._work:
         with self._lock:
             items, self._buffer, self._buffered = self._buffer, [], 0
             rejected, self._rejected = self._rejected, {}
-        groups = {}
-        for ts, rides, preds, version in items:
-            g = groups.setdefault((int(ts // self.window_seconds), version), ([], []))
-            g[0].extend(rides); g[1].append(np.asarray(preds, dtype=float).reshape(-1))
-        for key, (rides, preds) in groups.items():
-            self._window(key).track(pandas=monitor_frame(rides, np.concatenate(preds)))
-        for key, counts in rejected.items():  # a window may hold refusals only: it gets a file all the same
-            self._window(key); total = self._open_rejected.setdefault(key, {})
-            for f, n in counts.items(): self._count(total, f, n)
-        now = int(time.time() // self.window_seconds)
-        for key in [k for k in self._open if final or k[0] < now]:
-            self._write(key, self._open.pop(key), self._open_rejected.pop(key, None))
+        if self.separate_process and self._to_child(items, rejected, final): return
+        self._profile(items, rejected, final)
+
+@patch
+def _profile(self: LiveProfiler, items: list, rejected: dict, final: bool):
+    "Profile `items` into their windows, add the refusal counts; write windows that ended (all if `final`)."
+    groups = {}
+    for ts, rides, preds, version in items:
+        g = groups.setdefault((int(ts // self.window_seconds), version), ([], []))
+        g[0].extend(rides); g[1].append(np.asarray(preds, dtype=float).reshape(-1))
+    for key, (rides, preds) in groups.items():
+        self._window(key).track(pandas=monitor_frame(rides, np.concatenate(preds)))
+    for key, counts in rejected.items():  # a window may hold refusals only: it gets a file all the same
+        self._window(key); total = self._open_rejected.setdefault(key, {})
+        for f, n in counts.items(): self._count(total, f, n)
+    now = int(time.time() // self.window_seconds)
+    for key in [k for k in self._open if final or k[0] < now]:
+        self._write(key, self._open.pop(key), self._open_rejected.pop(key, None))
 
 # %% ../nbs/11_live.ipynb #071d81fa
 @patch
@@ -153,6 +167,16 @@ def flush(self: LiveProfiler):
     if self._pid == os.getpid(): self._flush(final=True)
 
 @patch
+def _stop_child(self: LiveProfiler):
+    "Close the pipe to the profiling child, if any (it writes its open windows and exits), and wait for it."
+    child, self._child = self._child, None
+    if child is None: return
+    try: child.stdin.close()
+    except OSError: pass
+    try: child.wait(timeout=30)
+    except Exception: child.kill(); child.wait()
+
+@patch
 def close(self: LiveProfiler):
     "Stop the thread and write everything buffered (idempotent; runs at exit)."
     if self._closed or self._pid != os.getpid(): self._closed = True; return
@@ -161,6 +185,7 @@ def close(self: LiveProfiler):
     if self._thread is not None: self._thread.join(timeout=30)
     try: self._flush(final=True)
     except Exception: self.errors += 1
+    self._stop_child()
 
 # %% ../nbs/11_live.ipynb #5c9aa14e
 @patch
@@ -201,6 +226,52 @@ def rejected(self: LiveProfiler,
             self._count(self._rejected.setdefault(key, {}), str(field)[:40], int(n_rides))
             self.refused += int(n_rides)
     except Exception: self.errors += 1
+
+# %% ../nbs/11_live.ipynb #f330e6d0
+@patch
+def _to_child(self: LiveProfiler, items: list, rejected: dict, final: bool) -> bool:
+    "Hand a batch to this process's profiling child and wait for its account; False when it cannot (profile here)."
+    try:
+        if self._child is None: self._child = self._spawn()
+        batch = [(ts, rides, np.asarray(p, dtype=float).reshape(-1).tolist(), v) for ts, rides, p, v in items]
+        pickle.dump((batch, rejected, final), self._child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self._child.stdin.flush()
+        account = json.loads(self._child.stdout.readline())  # the GIL is free while the child works
+        self.files_written += account['files']; self.errors += account['errors']
+        return True
+    except Exception as e:
+        self._failed(e); self._stop_child(); self.separate_process = False
+        log.warning('live profiling continues in the service process itself')
+        return False
+
+@patch
+def _spawn(self: LiveProfiler):
+    "Start the profiling child of this process: a fresh Python that profiles and writes the batches it is sent."
+    import subprocess
+    child = subprocess.Popen([sys.executable, '-c', 'from taxi_duration.live import profiling_child; profiling_child()'],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    pickle.dump(dict(directory=str(self.directory), window_seconds=self.window_seconds, host=self._host,
+                     pid=self._pid, token=self._token + 'c'), child.stdin)  # 'c': never a name the thread would write
+    return child
+
+
+
+def profiling_child():
+    "The profiling child: profile and write each pickled batch read from stdin, account for it on stdout."
+    signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.signal(signal.SIGINT, signal.SIG_IGN)  # its parent ends it
+    inp, out, sys.stdout = sys.stdin.buffer, sys.stdout, sys.stderr
+    setup = pickle.load(inp)
+    prof = LiveProfiler(setup['directory'], setup['window_seconds'], handle_sigterm=False)
+    prof._pid, prof._token, prof._host = setup['pid'], setup['token'], setup['host']  # the worker's, for the names
+    prof._open, prof._open_rejected, prof._seq = {}, {}, 0
+    while True:
+        try: (items, rejected, final), ended = pickle.load(inp), False
+        except Exception: items, rejected, final, ended = [], {}, True, True  # the parent closed the pipe, or died
+        files, errors = prof.files_written, prof.errors
+        try: prof._profile(items, rejected, final)
+        except Exception as e: prof._failed(e)
+        if ended: return
+        out.write(json.dumps({'files': prof.files_written - files, 'errors': prof.errors - errors}) + '\n'); out.flush()
 
 # %% ../nbs/11_live.ipynb #b7ff2cc0
 def rejected_counts(view) -> dict:

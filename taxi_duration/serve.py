@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_serve.ipynb #4de482d0
 from __future__ import annotations
-import json, logging, math, os, re, sys, threading, time, datetime as dt
+import gc, json, logging, math, os, re, sys, threading, time, datetime as dt
 from pathlib import Path
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -19,11 +19,12 @@ from .train import Prediction, predict
 
 # %% auto #0
 __all__ = ['MAX_RIDES', 'MAX_BODY_BYTES', 'ZONE_MIN', 'ZONE_MAX', 'MAX_TRIP_MILES', 'PICKUP_YEARS', 'NYC', 'log', 'DEFAULT_URI',
-           'STATIC', 'APP_LOAD_ERROR', 'GUNICORN_ARGS', 'check_zone', 'check_distance', 'now_nyc', 'check_pickup',
-           'check_ride_id', 'Ride', 'check_ride', 'check_rides', 'decode_body', 'TreeliteTrees', 'accelerate',
-           'zone_documents', 'Served', 'check_served', 'Pinned', 'resolve_uri', 'model_cache_dir', 'last_good',
-           'load_served', 'Champion', 'answer', 'rides_carried', 'create_app', 'refresh_seconds_from_env',
-           'app_from_env', 'or_exit', 'app_or_exit', 'listen_address', 'run', 'run_or_exit']
+           'STATIC', 'APP_LOAD_ERROR', 'GIL_SWITCH_SECONDS', 'GUNICORN_ARGS', 'check_zone', 'check_distance', 'now_nyc',
+           'check_pickup', 'check_ride_id', 'Ride', 'check_ride', 'check_rides', 'decode_body', 'TreeliteTrees',
+           'DenseVectorizer', 'accelerate', 'zone_documents', 'Served', 'check_served', 'Pinned', 'resolve_uri',
+           'model_cache_dir', 'last_good', 'load_served', 'Champion', 'answer', 'rides_carried', 'create_app',
+           'refresh_seconds_from_env', 'app_from_env', 'or_exit', 'settle_heap', 'app_or_exit', 'listen_address', 'run',
+           'run_or_exit']
 
 # %% ../nbs/06_serve.ipynb #8763ad86
 MAX_RIDES = 1000          # rides in one request
@@ -169,8 +170,21 @@ class TreeliteTrees:
         import treelite
         self.trees = treelite.Model.deserialize_bytes(state['trees'])
     def predict(self, X) -> np.ndarray:
-        import treelite.gtil
-        return treelite.gtil.predict(self.trees, np.ascontiguousarray(X, dtype=np.float64), nthread=1).reshape(-1)
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        try: from treelite.gtil.gtil import GTILConfig, _predict_impl  # GTIL's own steps, its config parsed once
+        except ImportError:
+            import treelite.gtil
+            return treelite.gtil.predict(self.trees, X, nthread=1).reshape(-1)
+        if getattr(self, '_config', None) is None: self._config = GTILConfig(nthread=1, predict_type='default')
+        return _predict_impl(self.trees, X, config=self._config).reshape(-1)
+
+class DenseVectorizer:
+    "Transforms like the fitted dense DictVectorizer it copies, for records of numbers: no sparse matrix in between."
+    def __init__(self, vectorizer):  # a fitted DictVectorizer(sparse=False) whose features are all numeric
+        self.names = list(vectorizer.feature_names_)
+    def fit(self, X, y=None): raise TypeError('a copy of a fitted vectorizer is not trained: train the logged model')
+    def transform(self, records) -> np.ndarray:
+        return np.array([[r.get(k, 0.0) for k in self.names] for r in records], dtype=float).reshape(-1, len(self.names))
 
 # %% ../nbs/06_serve.ipynb #b0c281b9
 def _check_rides(n: int=2000, seed: int=0) -> list[dict]:
@@ -181,6 +195,19 @@ def _check_rides(n: int=2000, seed: int=0) -> list[dict]:
              'pickup_datetime': start + dt.timedelta(minutes=int(m))}
             for i, (a, b, d, m) in enumerate(zip(rng.integers(1, 266, n), rng.integers(1, 266, n),
                                                  rng.exponential(3, n).round(2), rng.integers(0, 7 * 24 * 60, n)))]
+
+def _dense_twin(step):
+    "A DenseVectorizer for a dense DictVectorizer of numbers only (no 'name=value' one-hot columns), else `step`."
+    from sklearn.feature_extraction import DictVectorizer
+    if not isinstance(step, DictVectorizer) or step.sparse or any('=' in f for f in step.feature_names_): return step
+    return DenseVectorizer(step)
+
+def _features(pipe, rides: list[dict]) -> np.ndarray:
+    "The matrix `pipe`'s steps before the model make of `rides` (as `train.predict` runs them)."
+    from taxi_duration.train import _clean_records
+    X = [x for x in _clean_records(rides)[0] if x is not None]
+    for _, step in pipe.steps[:-1]: X = step.transform(X)
+    return np.asarray(X)
 
 def _tree_model(model):
     "The HistGradientBoostingRegressor that predicts for `model` (a pipeline), or None."
@@ -205,8 +232,10 @@ def accelerate(model   # a loaded pipeline
         trees, (name, last) = TreeliteTrees(treelite.sklearn.import_model(hgb)), model.steps[-1]
         if last is hgb: fast_last = trees
         else: fast_last = copy(last); fast_last.estimator_ = trees
-        fast = Pipeline(model.steps[:-1] + [(name, fast_last)])
+        fast = Pipeline([(n, _dense_twin(s)) for n, s in model.steps[:-1]] + [(name, fast_last)])
         rides = _check_rides()
+        if not np.array_equal(_features(fast, rides), _features(model, rides), equal_nan=True):
+            raise ValueError('the dense copy of the vectorizer gives other features')
         gap = max(float(np.nanmax(np.abs(a - b))) for a, b in zip(predict(fast, rides)[:3], predict(model, rides)[:3]))
     except Exception as e:
         log.warning(f'serving without the compiled tree walk: {type(e).__name__}: {e}'); return model
@@ -413,6 +442,7 @@ def check(self) -> bool:
     self.last_check, self.last_problem, self.fallback = time.time(), None, None
     if new is None: return False
     self.current = new  # one assignment: requests see the old model or the new one, never a mix
+    if gc.get_freeze_count(): gc.unfreeze(); settle_heap()  # the old model can go; the new one is frozen too
     log.info(f'{self.model_uri} moved: now serving version {new.version} (was {old.version}), no restart')
     return True
 
@@ -621,9 +651,18 @@ def or_exit(fn, *args, **kwargs):
         print(f"taxi-duration serve: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         raise SystemExit(APP_LOAD_ERROR)
 
+GIL_SWITCH_SECONDS = 0.0005  # a thread waiting for the GIL asks the holder for it after this long (Python's default: 0.005)
+
+def settle_heap():
+    "Collect garbage once, then freeze what is alive (model, libraries): full collections walk only newer objects."
+    gc.collect(); gc.freeze()
+
 def app_or_exit(**hooks) -> Flask:
-    "`app_from_env(**hooks)`, or one line on stderr and exit when there is nothing to serve."
-    return or_exit(app_from_env, **hooks)
+    "`app_from_env(**hooks)` tuned for serving (heap settled, short GIL turns), or one line and exit if nothing to serve."
+    app = or_exit(app_from_env, **hooks)
+    settle_heap()
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)  # a request waits <= 0.5 ms, not 5, behind the profiling thread
+    return app
 
 # %% ../nbs/06_serve.ipynb #8c66fc3b
 GUNICORN_ARGS = ('-w 2 --worker-class gthread --threads 64'  # 2 processes, each loading the model once; 64 threads each

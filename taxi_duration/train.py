@@ -95,8 +95,8 @@ def _calibrate(self: IntervalRegressor, X, y):
 def _predict_interval(self: IntervalRegressor, X) -> tuple:
     "Predictions and their interval: (minutes, p10, p90); p10 is at least 0."
     pred, g = self.predict(X), self._groups(X)
-    b = np.empty(len(pred), dtype=np.int64)
-    for k in (0, 1): b[g == k] = np.searchsorted(self.edges_[k], pred[g == k], side='right')
+    b = np.where(g == 1, np.searchsorted(self.edges_[1], pred, side='right'),  # each ride's bin in its group
+                 np.searchsorted(self.edges_[0], pred, side='right'))
     return pred, np.maximum(pred + self.low_[g, b], 0), pred + self.high_[g, b]
 
 IntervalRegressor.calibrate, IntervalRegressor.predict_interval = _calibrate, _predict_interval

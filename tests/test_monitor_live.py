@@ -160,14 +160,15 @@ def _wait_up(url, proc, seconds=60):
     raise AssertionError('the service did not come up')
 
 
-def test_gunicorn_workers_each_write_their_files_and_lose_nothing(env, raw_march, tmp_path):
+@pytest.mark.parametrize('separate', [False, True])
+def test_gunicorn_workers_each_write_their_files_and_lose_nothing(env, raw_march, tmp_path, separate):
     "The real service under gunicorn -w 2 with the profiler as its hook: SIGTERM a worker, then the master."
-    import requests
+    import psutil, requests
     gunicorn = Path(sys.executable).parent / 'gunicorn'
     if not gunicorn.exists(): pytest.skip('gunicorn is not installed')
     (tmp_path / 'live_app.py').write_text(
         'from taxi_duration.live import LiveProfiler\nfrom taxi_duration.serve import app_from_env\n'
-        'p = LiveProfiler(window_seconds=3600)\n'
+        f'p = LiveProfiler(window_seconds=3600, separate_process={separate})\n'
         'app = app_from_env(on_predictions=p.record, on_rejected=p.rejected)\n')
     mdir, port = tmp_path / 'monitoring', _free_port()
     e = dict(os.environ, MONITORING_DIR=str(mdir), PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}', WHYLOGS_NO_ANALYTICS='1',
@@ -186,12 +187,16 @@ def test_gunicorn_workers_each_write_their_files_and_lose_nothing(env, raw_march
             answered += len(r.json())
         workers = [int(x) for x in subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True, text=True).stdout.split()]
         assert len(workers) == 2
+        helpers = [c for w in workers for c in psutil.Process(w).children()]  # the profiling children, if separate
+        assert len(helpers) == (2 if separate else 0)
         os.kill(workers[0], signal.SIGTERM)  # one worker stops (gunicorn starts another)
         time.sleep(3)
         proc.send_signal(signal.SIGTERM)     # then the whole service
         proc.wait(timeout=40)
     finally:
         if proc.poll() is None: proc.kill()
+    alive = [h for h in helpers if h.is_running() and h.status() != psutil.STATUS_ZOMBIE]
+    assert not alive  # no profiling child outlives its worker
     files = sorted(mdir.glob('profile-*.bin'))
     assert files and not list(mdir.glob('.*'))
     total = sum(profiles.rows(profiles.read_view(f)) for f in files)

@@ -336,6 +336,17 @@ def _wait_healthy(url, proc, timeout=60):
     raise AssertionError('server did not become healthy')
 
 
+def test_served_process_is_tuned(small_registry):
+    "app_or_exit (what app.py and gunicorn load) freezes the loaded heap and shortens the GIL's turns."
+    code = ('import gc, sys\nfrom taxi_duration.serve import app_or_exit\napp = app_or_exit()\n'
+            'print(gc.get_freeze_count() > 0, sys.getswitchinterval())')
+    p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=_env(MLFLOW_TRACKING_URI=small_registry['tracking_uri']),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    frozen, switch = p.stdout.split()
+    assert frozen == 'True' and float(switch) == serve.GIL_SWITCH_SECONDS
+
+
 @pytest.mark.parametrize('kind', ['python', 'gunicorn'])
 def test_shell_serves(small_registry, kind):
     port = free_port()
