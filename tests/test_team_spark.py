@@ -12,6 +12,9 @@ import pytest
 
 from conftest import FULL_MONTHS
 
+if os.environ.get('TAXI_DATA_DIR') and not all(p.exists() for p in FULL_MONTHS):  # a worktree beside no ../shared
+    FULL_MONTHS = [Path(os.environ['TAXI_DATA_DIR']) / p.name for p in FULL_MONTHS]
+
 pytest.importorskip('pyspark', reason="pyspark is not installed: pip install 'taxi-duration[spark]'")
 pytestmark = pytest.mark.skipif(not shutil.which('java'), reason='Spark needs Java 17 (.ci/run installs it)')
 
@@ -50,7 +53,8 @@ def test_spark_equals_pandas(store, spark):
     got = pd.read_parquet(store['tmp'] / 'out')
     want = pd.concat([score.score_data(s)[0] for s in srcs], ignore_index=True)
     m = want.merge(got, on='ride_id', suffixes=('', '_spark'), validate='one_to_one')
-    assert len(m) == len(want) == r['scored']
+    assert len(m) == len(want) == r['rows']
+    assert r['scored'] == want.predicted_duration.notna().sum()  # rides predicted, as score.Scored.scored
     for c in ('predicted_duration', 'predicted_p10', 'predicted_p90'):  # exactly; a refused ride is NaN on both
         assert np.array_equal(m[c].to_numpy(float), m[c + '_spark'].to_numpy(float), equal_nan=True), c
     assert (m.reason == m.reason_spark).all()
@@ -75,8 +79,11 @@ def test_cli_engine_spark(store, capsys):
     out = store['tmp'] / 'cli-out'
     rc = main(['score', '--engine', 'spark', '--master', 'local[1]', '--data', str(store['files']['2021-02']),
                '--data', str(store['files']['2021-03']), '--output', str(out)])
-    assert rc == 0, capsys.readouterr().err
-    assert len(pd.read_parquet(out)) == len(pd.read_parquet(store['tmp'] / 'out'))
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    got = pd.read_parquet(out)
+    assert len(got) == len(pd.read_parquet(store['tmp'] / 'out'))
+    assert f"scored {got.predicted_duration.notna().sum():,} of {len(got):,} rides of 2 source(s)" in printed.out
 
 
 def test_bad_source_is_one_clear_error(store, spark):
