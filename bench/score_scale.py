@@ -15,7 +15,7 @@ first (imports of mlflow and scikit-learn, the local copy of the model), and for
 the dataset's rename) is in rides/s. The CPU seconds of the scoring time are split by process (from /proc: the driver's Python,
 Spark's Python workers, the JVM and its JIT compiler threads) to show where the cores went.
 """
-import argparse, json, os, resource, subprocess, sys, tempfile, threading, time
+import argparse, ast, json, os, resource, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def cpu_now() -> dict:
     while new:
         mine |= new
         new = {p for p, (_, pp, _) in procs.items() if pp in new and p not in mine}
-    out = dict(workers=0.0, jvm=0.0, jit=0.0)
+    out = dict(workers=0.0, jvm=0.0, jit={})
     for p in mine - {os.getpid()}:
         name, _, sec = procs[p]
         if name == 'java':
@@ -52,7 +52,7 @@ def cpu_now() -> dict:
             try:
                 for tid in os.listdir(f'/proc/{p}/task'):
                     n, _, t = _stat(f'/proc/{p}/task/{tid}/stat')
-                    if 'CompilerThre' in n: out['jit'] += t
+                    if 'CompilerThre' in n: out['jit'][tid] = t  # per thread: C1 threads come and go
             except OSError: pass
         elif name.startswith('python'): out['workers'] += sec
     return out
@@ -78,8 +78,13 @@ def own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def one(engine: str, master: str, n: int, model_uri: str, work: Path) -> dict:
+def one(engine: str, master: str, n: int, model_uri: str, work: Path, settings=()) -> dict:
     "Run one configuration in this process; its figures."
+    from taxi_duration import spark as S
+    for kv in settings:  # e.g. LOCAL_JVM= (the JVM's defaults), WRITE_CONF={} (sort before writing), DAEMON=pyspark.daemon
+        k, v = kv.split('=', 1)
+        assert hasattr(S, k), k
+        setattr(S, k, ast.literal_eval(v) if v[:1] in '{[(' else v)
     srcs = [str(MONTHS[i % 3]) for i in range(n)]
     stop, jvm = threading.Event(), {}
     t = threading.Thread(target=jvm_peak, args=(stop, jvm), daemon=True); t.start()
@@ -105,7 +110,8 @@ def one(engine: str, master: str, n: int, model_uri: str, work: Path) -> dict:
     cpu1, own1 = cpu_now(), own_cpu()
     if spark is not None: spark.stop()
     stop.set(); t.join()
-    cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    cpu = {k: cpu1[k] - cpu0[k] for k in ('workers', 'jvm')}
+    cpu['jit'] = sum(t - cpu0['jit'].get(tid, 0.0) for tid, t in cpu1['jit'].items())
     return dict(engine=engine, master=master if engine == 'spark' else '-', sources=n, rides=rides, scored=scored,
                 seconds=seconds, start_s=start, rides_per_s=rides / seconds, cpu_driver=own1 - own0, **{f'cpu_{k}': v for k, v in cpu.items()},
                 driver_python_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -118,9 +124,12 @@ def main():
     p.add_argument('--model', default='gbm'); p.add_argument('--model_uri', default=None)
     p.add_argument('--one', nargs=3, metavar=('ENGINE', 'MASTER', 'N'), help=argparse.SUPPRESS)
     p.add_argument('--work', default=None, help=argparse.SUPPRESS)
+    p.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                   help="replace a setting of taxi_duration.spark for the Spark runs, to measure it: LOCAL_JVM= (the JVM's "
+                        "defaults), WRITE_CONF={} (Spark's sort before the write), DAEMON=pyspark.daemon (Spark's daemon)")
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(a.one[0], a.one[1], int(a.one[2]), a.model_uri, Path(a.work)))); return
+        print(json.dumps(one(a.one[0], a.one[1], int(a.one[2]), a.model_uri, Path(a.work), a.set))); return
     if not all(m.exists() for m in MONTHS): sys.exit(f'the real 2021 green months are not in {DATA}')
     work = Path(tempfile.mkdtemp(prefix='score-scale-'))
     os.environ.setdefault('MLFLOW_TRACKING_URI', f"sqlite:///{work / 'mlflow.db'}")
@@ -138,6 +147,7 @@ def main():
     rows = []
     for engine, master, n in runs:
         cmd = [sys.executable, __file__, '--one', engine, master, str(n), '--model_uri', model_uri, '--work', str(work)]
+        cmd += [f'--set={kv}' for kv in a.set]
         res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         if res.returncode: sys.exit(f'{engine} {master} failed:\n{res.stderr[-3000:]}')
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
