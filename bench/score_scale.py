@@ -59,18 +59,22 @@ def cpu_now() -> dict:
 
 
 def jvm_peak(stop: threading.Event, out: dict):
-    "Sample the peak resident set (VmHWM, kB) of java processes descending from us until `stop`."
-    me = os.getpid()
+    "Sample the peak resident set (VmHWM, kB) of java processes descending from us until `stop` (cheaply: the
+    JVM's peak is kept by the kernel, so once our java child is found only its status file is read)."
+    me, java = os.getpid(), None
     while True:
-        for pid in os.listdir('/proc'):
-            if not pid.isdigit(): continue
+        pids = [java] if java else [p for p in os.listdir('/proc') if p.isdigit()]
+        for pid in pids:
             try:
                 st = open(f'/proc/{pid}/status').read()
-                if 'Name:\tjava' not in st or f'PPid:\t{me}\n' not in st: continue
-                hwm = int(st.split('VmHWM:')[1].split()[0])
-                out['jvm_kb'] = max(out.get('jvm_kb', 0), hwm)
-            except (OSError, IndexError, ValueError): pass
-        if stop.wait(0.2): return
+                if 'Name:\tjava' not in st or f'PPid:\t{me}\n' not in st:
+                    if pid == java: java = None
+                    continue
+                java = pid
+                out['jvm_kb'] = max(out.get('jvm_kb', 0), int(st.split('VmHWM:')[1].split()[0]))
+            except (OSError, IndexError, ValueError):
+                if pid == java: java = None
+        if stop.wait(0.5 if java else 0.2): return
 
 
 def own_cpu() -> float:

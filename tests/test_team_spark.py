@@ -1,7 +1,7 @@
 """Batch scoring on a real Spark (local[2]): the same predictions as the pandas engine, a partitioned dataset.
 
 One SparkSession per module (stopped after); a linear champion trained once on 3,000 real rides; scored:
-3,000 February and 12,000 March rides.
+3,000 February and 25,000 March rides (March in two tasks of 12,500 rides, each more than one chunk).
 """
 import os, shutil, sys
 from pathlib import Path
@@ -27,7 +27,7 @@ def store(tmp_path_factory):
     files = {}
     for p in FULL_MONTHS:
         files[p.stem[-7:]] = tmp / p.name
-        n = 12_000 if p.stem.endswith('03') else 3000  # March: more rides than one chunk (spark.CHUNK) in a task
+        n = 25_000 if p.stem.endswith('03') else 3000  # March: two pieces, each more than one chunk (spark.CHUNK)
         pd.read_parquet(p).sample(n, random_state=2).to_parquet(files[p.stem[-7:]])
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('MLFLOW_TRACKING_URI', f"sqlite:///{tmp / 'mlflow.db'}")
@@ -45,9 +45,10 @@ def spark():
     s.stop()
 
 
-def test_spark_equals_pandas(store, spark):
-    from taxi_duration import score
+def test_spark_equals_pandas(store, spark, monkeypatch):
+    from taxi_duration import score, spark as S
     from taxi_duration.spark import score_spark
+    monkeypatch.setattr(S, 'PIECE', 20_000)  # March in two tasks
     srcs = [str(store['files']['2021-02']), str(store['files']['2021-03'])]
     r = score_spark(srcs, store['tmp'] / 'out', spark=spark)
     got = pd.read_parquet(store['tmp'] / 'out')
@@ -63,6 +64,11 @@ def test_spark_equals_pandas(store, spark):
 def test_dataset_is_partitioned_by_source(store):
     assert sorted(p.name for p in (store['tmp'] / 'out').glob('source=*')) == \
         ['source=green_tripdata_2021-02', 'source=green_tripdata_2021-03']
+
+
+def test_a_file_in_pieces(store):
+    "March (25,000 rides, PIECE 20,000) was scored by two tasks: two files in its partition."
+    assert len(list((store['tmp'] / 'out' / 'source=green_tripdata_2021-03').glob('*.parquet'))) == 2
 
 
 def test_same_rides_same_times(store):
