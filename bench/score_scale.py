@@ -12,8 +12,8 @@ rides/s counts every ride of the files (`rows`; the refused ones get a row with 
 time. Start-up is printed on its own, not in rides/s, the same for every configuration: the model is loaded once
 first (imports of mlflow and scikit-learn, the local copy of the model), and for Spark the SparkSession is started
 (JVM launch, ~5 s); the scoring itself (each engine's own model load, planning, Python workers, JIT warm-up, writing,
-the dataset's rename) is in rides/s. The CPU seconds of the scoring time are split by process (from /proc: the driver's Python,
-Spark's Python workers, the JVM and its JIT compiler threads) to show where the cores went.
+the dataset's rename) is in rides/s. The CPU seconds of the scoring time are split by process (from /proc: the
+driver's Python, Spark's Python workers, the JVM and its JIT compiler threads) to show where the cores went.
 """
 import argparse, ast, json, os, resource, subprocess, sys, tempfile, threading, time
 from pathlib import Path
@@ -85,7 +85,7 @@ def own_cpu() -> float:
 def one(engine: str, master: str, n: int, model_uri: str, work: Path, settings=()) -> dict:
     "Run one configuration in this process; its figures."
     from taxi_duration import spark as S
-    for kv in settings:  # e.g. LOCAL_JVM= (the JVM's defaults), WRITE_CONF={} (sort before writing), DAEMON=pyspark.daemon
+    for kv in settings:  # LOCAL_JVM= (the JVM's defaults), WRITE_CONF={} (sort before writing), DAEMON=pyspark.daemon
         k, v = kv.split('=', 1)
         assert hasattr(S, k), k
         setattr(S, k, ast.literal_eval(v) if v[:1] in '{[(' else v)
@@ -108,7 +108,8 @@ def one(engine: str, master: str, n: int, model_uri: str, work: Path, settings=(
             out, info = score.score_data(s, model_uri)
             rides += info.rows; scored += info.scored; del out
     else:
-        r = score_spark(srcs, work / f"out-{master.replace('[', '').replace(']', '')}-{n}", model_uri, master, spark=spark)
+        out = work / f"out-{master.replace('[', '').replace(']', '')}-{n}"
+        r = score_spark(srcs, out, model_uri, master, spark=spark)
         rides, scored = r['rows'], r['scored']
     seconds = time.perf_counter() - t0
     cpu1, own1 = cpu_now(), own_cpu()
@@ -117,7 +118,8 @@ def one(engine: str, master: str, n: int, model_uri: str, work: Path, settings=(
     cpu = {k: cpu1[k] - cpu0[k] for k in ('workers', 'jvm')}
     cpu['jit'] = sum(t - cpu0['jit'].get(tid, 0.0) for tid, t in cpu1['jit'].items())
     return dict(engine=engine, master=master if engine == 'spark' else '-', sources=n, rides=rides, scored=scored,
-                seconds=seconds, start_s=start, rides_per_s=rides / seconds, cpu_driver=own1 - own0, **{f'cpu_{k}': v for k, v in cpu.items()},
+                seconds=seconds, start_s=start, rides_per_s=rides / seconds, cpu_driver=own1 - own0,
+                **{f'cpu_{k}': v for k, v in cpu.items()},
                 driver_python_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 driver_jvm_mb=jvm.get('jvm_kb', 0) / 1024)
 
@@ -129,11 +131,11 @@ def main():
     p.add_argument('--one', nargs=3, metavar=('ENGINE', 'MASTER', 'N'), help=argparse.SUPPRESS)
     p.add_argument('--work', default=None, help=argparse.SUPPRESS)
     p.add_argument('--repeat', type=int, default=1,
-                   help='run local[1] and local[2] this many times, alternating, and compare the best of each (a shared '
-                        'machine only ever slows a run down)')
+                   help='run local[1] and local[2] this many times, alternating, and compare the best of each '
+                        '(a shared machine only ever slows a run down)')
     p.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
-                   help="replace a setting of taxi_duration.spark for the Spark runs, to measure it: LOCAL_JVM= (the JVM's "
-                        "defaults), WRITE_CONF={} (Spark's sort before the write), DAEMON=pyspark.daemon (Spark's daemon)")
+                   help="replace a setting of taxi_duration.spark for the Spark runs, to measure it: LOCAL_JVM= "
+                        "(the JVM's defaults), WRITE_CONF={} (Spark's sort before the write), DAEMON=pyspark.daemon")
     a = p.parse_args()
     if a.one:
         print(json.dumps(one(a.one[0], a.one[1], int(a.one[2]), a.model_uri, Path(a.work), a.set))); return
@@ -148,8 +150,8 @@ def main():
         r = run_pipeline(str(MONTHS[0]), str(MONTHS[1]), model=a.model, log=lambda s: None)
         model_uri = f"models:/taxi-duration/{r.version}"
         print(f"model: {a.model}, {model_uri} (rmse {r.rmse:.4f})", flush=True)
-    runs = [('pandas', '-', a.sources)] + [('spark', f'local[{k}]', a.sources) for _ in range(a.repeat) for k in (1, 2)] \
-        + [('spark', 'local[2]', max(1, a.sources // 2))]
+    pairs = [('spark', f'local[{k}]', a.sources) for _ in range(a.repeat) for k in (1, 2)]
+    runs = [('pandas', '-', a.sources)] + pairs + [('spark', 'local[2]', max(1, a.sources // 2))]
     print(f"load average before: {os.getloadavg()}; cores: {len(os.sched_getaffinity(0))}", flush=True)
     rows = []
     for engine, master, n in runs:
@@ -165,7 +167,8 @@ def main():
         print(f"{'':20}start-up {r['start_s']:4.1f} s (not in rides/s); CPU s while scoring: driver "
               f"{r['cpu_driver']:.1f}, Python workers {r['cpu_workers']:.1f}, JVM {r['cpu_jvm']:.1f} "
               f"(JIT {r['cpu_jit']:.1f}); {r['scored']:,} rides predicted", flush=True)
-    best = {m: max((r for r in rows[1:-1] if r['master'] == m), key=lambda r: r['rides_per_s']) for m in ('local[1]', 'local[2]')}
+    best = {m: max((r for r in rows[1:-1] if r['master'] == m), key=lambda r: r['rides_per_s'])
+            for m in ('local[1]', 'local[2]')}
     s1, s2 = best['local[1]']['rides_per_s'], best['local[2]']['rides_per_s']
     w1, w2 = (best[m]['seconds'] + best[m]['start_s'] for m in ('local[1]', 'local[2]'))
     if a.repeat > 1: print(f"best of {a.repeat}: local[1] {s1:,.0f} rides/s, local[2] {s2:,.0f} rides/s")
