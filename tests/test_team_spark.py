@@ -1,7 +1,7 @@
 """Batch scoring on a real Spark (local[2]): the same predictions as the pandas engine, a partitioned dataset.
 
 One SparkSession per module (stopped after); a linear champion trained once on 3,000 real rides; scored:
-3,000 February and 12,000 March rides.
+3,000 February and 25,000 March rides (March in two tasks of 12,500 rides, each more than one chunk).
 """
 import os, shutil, sys
 from pathlib import Path
@@ -11,6 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import FULL_MONTHS
+
+if os.environ.get('TAXI_DATA_DIR') and not all(p.exists() for p in FULL_MONTHS):  # a worktree beside no ../shared
+    FULL_MONTHS = [Path(os.environ['TAXI_DATA_DIR']) / p.name for p in FULL_MONTHS]
 
 pytest.importorskip('pyspark', reason="pyspark is not installed: pip install 'taxi-duration[spark]'")
 pytestmark = pytest.mark.skipif(not shutil.which('java'), reason='Spark needs Java 17 (.ci/run installs it)')
@@ -24,7 +27,7 @@ def store(tmp_path_factory):
     files = {}
     for p in FULL_MONTHS:
         files[p.stem[-7:]] = tmp / p.name
-        n = 12_000 if p.stem.endswith('03') else 3000  # March: more rides than one chunk (spark.CHUNK) in a task
+        n = 25_000 if p.stem.endswith('03') else 3000  # March: two pieces, each more than one chunk (spark.CHUNK)
         pd.read_parquet(p).sample(n, random_state=2).to_parquet(files[p.stem[-7:]])
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('MLFLOW_TRACKING_URI', f"sqlite:///{tmp / 'mlflow.db'}")
@@ -42,15 +45,17 @@ def spark():
     s.stop()
 
 
-def test_spark_equals_pandas(store, spark):
-    from taxi_duration import score
+def test_spark_equals_pandas(store, spark, monkeypatch):
+    from taxi_duration import score, spark as S
     from taxi_duration.spark import score_spark
+    monkeypatch.setattr(S, 'PIECE', 20_000)  # March in two tasks
     srcs = [str(store['files']['2021-02']), str(store['files']['2021-03'])]
     r = score_spark(srcs, store['tmp'] / 'out', spark=spark)
     got = pd.read_parquet(store['tmp'] / 'out')
     want = pd.concat([score.score_data(s)[0] for s in srcs], ignore_index=True)
     m = want.merge(got, on='ride_id', suffixes=('', '_spark'), validate='one_to_one')
-    assert len(m) == len(want) == r['scored']
+    assert len(m) == len(want) == r['rows']
+    assert r['scored'] == want.predicted_duration.notna().sum()  # rides predicted, as score.Scored.scored
     for c in ('predicted_duration', 'predicted_p10', 'predicted_p90'):  # exactly; a refused ride is NaN on both
         assert np.array_equal(m[c].to_numpy(float), m[c + '_spark'].to_numpy(float), equal_nan=True), c
     assert (m.reason == m.reason_spark).all()
@@ -59,6 +64,11 @@ def test_spark_equals_pandas(store, spark):
 def test_dataset_is_partitioned_by_source(store):
     assert sorted(p.name for p in (store['tmp'] / 'out').glob('source=*')) == \
         ['source=green_tripdata_2021-02', 'source=green_tripdata_2021-03']
+
+
+def test_a_file_in_pieces(store):
+    "March (25,000 rides, PIECE 20,000) was scored by two tasks: two files in its partition."
+    assert len(list((store['tmp'] / 'out' / 'source=green_tripdata_2021-03').glob('*.parquet'))) == 2
 
 
 def test_same_rides_same_times(store):
@@ -75,8 +85,11 @@ def test_cli_engine_spark(store, capsys):
     out = store['tmp'] / 'cli-out'
     rc = main(['score', '--engine', 'spark', '--master', 'local[1]', '--data', str(store['files']['2021-02']),
                '--data', str(store['files']['2021-03']), '--output', str(out)])
-    assert rc == 0, capsys.readouterr().err
-    assert len(pd.read_parquet(out)) == len(pd.read_parquet(store['tmp'] / 'out'))
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    got = pd.read_parquet(out)
+    assert len(got) == len(pd.read_parquet(store['tmp'] / 'out'))
+    assert f"scored {got.predicted_duration.notna().sum():,} of {len(got):,} rides of 2 source(s)" in printed.out
 
 
 def test_bad_source_is_one_clear_error(store, spark):
