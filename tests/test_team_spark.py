@@ -1,6 +1,6 @@
 """Batch scoring on a real Spark (local[2]): the same predictions as the pandas engine, a partitioned dataset.
 
-One SparkSession per module (stopped after); a linear champion trained once on 3,000 real rides; scored:
+One SparkSession per module (stopped after); the session's small champion (conftest `small_registry`); scored:
 3,000 February and 25,000 March rides (March in two tasks of 12,500 rides, each more than one chunk).
 """
 import os, shutil, sys
@@ -12,18 +12,16 @@ import pytest
 
 from conftest import FULL_MONTHS
 
-if os.environ.get('TAXI_DATA_DIR') and not all(p.exists() for p in FULL_MONTHS):  # a worktree beside no ../shared
-    FULL_MONTHS = [Path(os.environ['TAXI_DATA_DIR']) / p.name for p in FULL_MONTHS]
-
 pytest.importorskip('pyspark', reason="pyspark is not installed: pip install 'taxi-duration[spark]'")
 pytestmark = pytest.mark.skipif(not shutil.which('java'), reason='Spark needs Java 17 (.ci/run installs it)')
 
 
 @pytest.fixture(scope='module')
-def store(tmp_path_factory):
-    "A new SQLite store with a linear champion, and small real months as files; the environment pointed at it."
+def store(small_registry, tmp_path_factory):
+    "A copy of the session's small registry (a champion), and small real months as files; the environment pointed at it."
     if not all(p.exists() for p in FULL_MONTHS): pytest.skip('the real months are not in ../shared/data')
     tmp = tmp_path_factory.mktemp('spark')
+    shutil.copy(small_registry['tracking_uri'][len('sqlite:///'):], tmp / 'mlflow.db')  # artifacts: absolute paths
     files = {}
     for p in FULL_MONTHS:
         files[p.stem[-7:]] = tmp / p.name
@@ -32,8 +30,6 @@ def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('MLFLOW_TRACKING_URI', f"sqlite:///{tmp / 'mlflow.db'}")
         mp.chdir(tmp)
-        from taxi_duration.pipeline import run_pipeline
-        run_pipeline(str(files['2021-01']), str(files['2021-02']), model='linear', log=lambda s: None)
         yield dict(tmp=tmp, files=files)
 
 
