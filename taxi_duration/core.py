@@ -9,9 +9,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'BUSY_HINT', 'disable_telemetry', 'modified_env', 'forbid_pickle',
-           'TaxiDurationError', 'tracking_uri', 'artifact_root', 'store_lock', 'retry_busy', 'ensure_experiment',
-           'atomic_path', 'git_commit']
+__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'LEASE_SECONDS', 'BUSY_HINT', 'disable_telemetry', 'modified_env',
+           'forbid_pickle', 'TaxiDurationError', 'tracking_uri', 'artifact_root', 'store_lock', 'registry_lease',
+           'retry_busy', 'ensure_experiment', 'atomic_path', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 TELEMETRY_OPT_OUT = {'MLFLOW_DISABLE_TELEMETRY': 'true', 'DO_NOT_TRACK': 'true', 'WHYLOGS_NO_ANALYTICS': '1'}
@@ -70,9 +70,10 @@ def artifact_root(uri: str) -> str|None:
 @contextmanager
 def store_lock(uri: str,          # the tracking URI
                what: str='store'): # lock name: one lock file per purpose, beside the database
-    "Hold an exclusive lock on an SQLite store (a file beside the .db) for the block; no-op for other stores."
+    "Hold an exclusive lock for the block: a file beside an SQLite store; on other stores a registry lease for promotions."
     if not uri.startswith('sqlite:///'):
-        yield; return
+        with registry_lease(uri, what) if what == 'promotion' else nullcontext(): yield
+        return
     import fcntl
     db = Path(uri[len('sqlite:///'):]).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,33 @@ def store_lock(uri: str,          # the tracking URI
         fcntl.flock(f, fcntl.LOCK_EX)
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/00_core.ipynb #5aeed174
+LEASE_SECONDS = 60  # a promotion takes well under a second; a lease this old was left by a client that died
+
+@contextmanager
+def registry_lease(uri: str,            # a server or database tracking URI (not SQLite: that has a file lock)
+                   what: str,           # lease name
+                   wait: float=600):    # seconds to wait for it before giving up
+    "Hold the registered model `taxi-duration.lock.<what>` for the block: only one client can create it."
+    import random, socket, uuid
+    from mlflow import MlflowClient
+    client, name = MlflowClient(uri), f'{MODEL_NAME}.lock.{what}'
+    me, deadline = f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}', time.time() + wait
+    while True:
+        try: retry_busy(client.create_registered_model, name, tags={'holder': me, 'since': f'{time.time():.3f}'}); break
+        except Exception as e:
+            if getattr(e, 'error_code', None) != 'RESOURCE_ALREADY_EXISTS': raise
+        try:
+            if time.time() - float(retry_busy(client.get_registered_model, name).tags.get('since', 0)) > LEASE_SECONDS:
+                retry_busy(client.delete_registered_model, name)  # its holder died holding it
+        except Exception: pass  # released meanwhile
+        if time.time() > deadline: raise TaxiDurationError(f'waited {wait:g} s for the registry lease {name}')
+        time.sleep(0.05 + 0.2 * random.random())
+    try: yield
+    finally:
+        try: retry_busy(client.delete_registered_model, name)
+        except Exception: pass
 
 # %% ../nbs/00_core.ipynb #a96f8b13
 BUSY_HINT = ("the MLflow store is busy (SQLite 'database is locked'): run fewer pipelines at once, or use a server "

@@ -171,3 +171,21 @@ def test_a_busy_store_is_retried_and_then_named_not_a_raw_sql_error(tmp_path, mo
         retry_busy(write_now, tries=2, wait=0)
     assert str(e.value) == core.BUSY_HINT and 'mlflow server' in str(e.value) and 'PostgreSQL' in str(e.value)
     t.join()
+
+
+def test_the_registry_lease_is_held_by_one_client_at_a_time(tmp_path):
+    "core.registry_lease (promotions through a server): six contenders, never two inside, nothing left behind."
+    import threading
+    from mlflow import MlflowClient
+    from taxi_duration.core import registry_lease
+    uri = new_store(tmp_path)  # any store with a registry takes the lease the same way; the server is in test_team_tracking
+    MlflowClient(uri).search_registered_models()
+    inside, most = [], []
+    def contend():
+        with registry_lease(uri, 'promotion'):
+            inside.append(1); most.append(len(inside)); time.sleep(0.05); inside.pop()
+    threads = [threading.Thread(target=contend) for _ in range(6)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert len(most) == 6 and max(most) == 1
+    assert MlflowClient(uri).search_registered_models() == []

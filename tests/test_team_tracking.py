@@ -91,6 +91,12 @@ def test_champion_ends_on_the_best(team, four):
     assert c.get_model_version_by_alias('taxi-duration', 'champion').version == best.version
 
 
+def test_promotions_took_turns_and_left_no_lease(team, four):
+    "Promotions through the server hold the registry lease `taxi-duration.lock.promotion` (core.registry_lease)."
+    from mlflow import MlflowClient
+    assert MlflowClient(team['uri']).search_registered_models("name LIKE 'taxi-duration.lock%'") == []
+
+
 def test_artifacts_live_on_the_server(team, four):
     "Clients wrote no local mlruns/: the model files are in the server's artifact folder."
     assert not (team['tmp'] / 'mlruns').exists() and any(team['artifacts'].rglob('MLmodel'))
