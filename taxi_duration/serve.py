@@ -204,10 +204,8 @@ def _dense_twin(step):
 
 def _features(pipe, rides: list[dict]) -> np.ndarray:
     "The matrix `pipe`'s steps before the model make of `rides` (as `train.predict` runs them)."
-    from taxi_duration.train import _clean_records
-    X = [x for x in _clean_records(rides)[0] if x is not None]
-    for _, step in pipe.steps[:-1]: X = step.transform(X)
-    return np.asarray(X)
+    from taxi_duration.train import _clean_records, model_features
+    return np.asarray(model_features(pipe, [x for x in _clean_records(rides)[0] if x is not None]))
 
 def _tree_model(model):
     "The HistGradientBoostingRegressor that predicts for `model` (a pipeline), or None."

@@ -25,7 +25,7 @@ from .features import DISTANCE, RIDE_COLUMNS, featurize, make_featurizer, mask_d
 # %% auto #0
 __all__ = ['MODELS', 'DEFAULT_MODEL', 'DEFAULT_ALPHA', 'SKOPS_TRUSTED', 'check_model', 'parse_alphas', 'IntervalRegressor',
            'make_estimator', 'metrics', 'interval_metrics', 'plot_predictions', 'fit_candidate', 'Prediction',
-           'predict', 'log_provenance', 'log_candidate', 'train_and_log']
+           'model_features', 'predict', 'log_provenance', 'log_candidate', 'train_and_log']
 
 # %% ../nbs/03_train.ipynb #927e534c
 MODELS = {'linear': 'course', 'lasso': 'course', 'ridge': 'course', 'gbm': 'zones_time'}  # model -> feature kind
@@ -213,6 +213,12 @@ def _clean_records(rides: list) -> tuple:
     return X, ok, np.array([x is not None and x['trip_distance'] is not None for x in X], dtype=bool)
 
 # %% ../nbs/03_train.ipynb #cb312b83
+def model_features(model,  # a fitted pipeline
+                   X):      # what its first step takes (clean rides)
+    "The matrix the pipeline's steps before the model make of `X`, step by step (`model[:-1]`: a Pipeline per call)."
+    for _, step in model.steps[:-1]: X = step.transform(X)
+    return X
+
 def predict(model,  # the logged pipeline (sklearn, or an MLflow pyfunc wrapping it)
             rides   # DataFrame, list of ride dicts or one dict (RIDE_COLUMNS; trip_distance optional)
            ) -> Prediction:
@@ -223,8 +229,7 @@ def predict(model,  # the logged pipeline (sklearn, or an MLflow pyfunc wrapping
     if getattr(model.named_steps.get('records'), 'kw_args', {}).get('kind') == 'course': ok = ok & given
     out = [np.full(len(ok), np.nan) for _ in range(3)]
     if ok.any():
-        Xt = X[ok] if frame else [x for x, k in zip(X, ok) if k]
-        for _, step in model.steps[:-1]: Xt = step.transform(Xt)  # not model[:-1]: a new Pipeline per call costs
+        Xt = model_features(model, X[ok] if frame else [x for x, k in zip(X, ok) if k])
         last = model.steps[-1][1]
         # a model logged before intervals existed answers minutes only: its range is NaN, not a zero width
         res = last.predict_interval(Xt) if hasattr(last, 'predict_interval') else (last.predict(Xt), np.nan, np.nan)
