@@ -103,34 +103,66 @@ class PipelineResult:
     champion_rmse_how: str
     seconds: dict = field(default_factory=dict)  # wall time per step
 
+# %% ../nbs/05_pipeline.ipynb #c3a9d2f4
+class _StepKernel:
+    "One Jupyter kernel for a run's steps: papermill starts it with the first step; a failed step's is dropped."
+    def __init__(self): self.km = None
+
+    def manager(self):
+        "The kernel manager for the next step, its namespace emptied first if a step ran in it before."
+        from jupyter_client.manager import AsyncKernelManager
+        if self.km is None: self.km = AsyncKernelManager(kernel_name='python3')
+        elif self.km.has_kernel: _reset_namespace(self.km)
+        return self.km
+
+    def stop(self):
+        "Shut the kernel down: after the last step, or a failed one (a retry gets a new kernel)."
+        from jupyter_core.utils import run_sync
+        if self.km is not None and self.km.has_kernel: run_sync(self.km.shutdown_kernel)(now=True)
+        self.km = None
+
+def _reset_namespace(km):
+    "`%reset -f` in the kernel of `km`: the user namespace emptied and collected; imported modules stay."
+    from jupyter_client import BlockingKernelClient
+    kc = BlockingKernelClient()
+    kc.load_connection_info(km.get_connection_info())
+    kc.start_channels()
+    try: reply = kc.execute_interactive("%reset -f\n__import__('gc').collect()", timeout=60, output_hook=lambda m: None)
+    finally: kc.stop_channels()
+    if reply['content']['status'] != 'ok': raise RuntimeError(f"the kernel could not be reset: {reply['content']}")
+
 # %% ../nbs/05_pipeline.ipynb #6fd1a51e
 def _run_steps(client, run_id: str, nbs: Path, work: Path, params: dict, log,
                step_hook=None) -> dict:  # step_hook(label, nb, run_id, run) runs each step: run() (Prefect tasks, 21_flow)
     "Execute the step notebooks in order, attaching each executed copy to the run; seconds per step."
     import papermill as pm
-    seconds = {}
-    for label, nb in STEPS:
-        log(f'step {label} ({nb}.ipynb) ...')
-        out, t0 = work/f'{nb}.ipynb', time.perf_counter()
-        def run(nb=nb, out=out):
-            with _stderr_to(work/'kernels.log'):
-                pm.execute_notebook(step_notebook(nbs/f'{nb}.ipynb'), out, kernel_name='python3',
-                                    parameters=dict(params[nb], work_dir=str(work.resolve())),
-                                    progress_bar=False, cwd=os.getcwd())
-        try: step_hook(label, nb, run_id, run) if step_hook else run()
-        except pm.PapermillExecutionError as e:
-            msg = ' '.join(str(e.evalue).split())
-            if e.ename in ('TaxiDurationError', 'DownloadUnavailable'):
-                raise TaxiDurationError(f'step {label}: {msg}') from None
-            if _is_busy(msg): raise TaxiDurationError(f'step {label}: {BUSY_HINT}') from None
-            raise StepFailed(f'step {label} failed: {e.ename}: {msg}') from None
-        except (RuntimeError, OSError) as e:  # the kernel died or could not start
-            raise StepFailed(f"step {label} failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
-        finally:
-            for f in (out, work/'kernels.log'):
-                if f.exists(): retry_busy(client.log_artifact, run_id, str(f), 'steps')
-        seconds[label] = time.perf_counter() - t0
-        retry_busy(client.log_metric, run_id, f"step_seconds_{nb}", seconds[label])
+    seconds, kernel = {}, _StepKernel()
+    try:
+        for label, nb in STEPS:
+            log(f'step {label} ({nb}.ipynb) ...')
+            out, t0 = work/f'{nb}.ipynb', time.perf_counter()
+            def run(nb=nb, out=out):
+                try:
+                    with _stderr_to(work/'kernels.log'):  # the kernel starts in the first step: its stderr stays there
+                        pm.execute_notebook(step_notebook(nbs/f'{nb}.ipynb'), out, kernel_name='python3',
+                                            parameters=dict(params[nb], work_dir=str(work.resolve())),
+                                            progress_bar=False, cwd=os.getcwd(), km=kernel.manager())
+                except BaseException: kernel.stop(); raise
+            try: step_hook(label, nb, run_id, run) if step_hook else run()
+            except pm.PapermillExecutionError as e:
+                msg = ' '.join(str(e.evalue).split())
+                if e.ename in ('TaxiDurationError', 'DownloadUnavailable'):
+                    raise TaxiDurationError(f'step {label}: {msg}') from None
+                if _is_busy(msg): raise TaxiDurationError(f'step {label}: {BUSY_HINT}') from None
+                raise StepFailed(f'step {label} failed: {e.ename}: {msg}') from None
+            except (RuntimeError, OSError) as e:  # the kernel died or could not start
+                raise StepFailed(f"step {label} failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
+            finally:
+                for f in (out, work/'kernels.log'):
+                    if f.exists(): retry_busy(client.log_artifact, run_id, str(f), 'steps')
+            seconds[label] = time.perf_counter() - t0
+            retry_busy(client.log_metric, run_id, f"step_seconds_{nb}", seconds[label])
+    finally: kernel.stop()
     return seconds
 
 # %% ../nbs/05_pipeline.ipynb #ce1f5442

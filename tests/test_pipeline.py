@@ -192,6 +192,43 @@ def test_a_failing_middle_step_fails_the_run_and_keeps_the_champion(store, tmp_p
     assert {'steps/01_data.ipynb', 'steps/02_features.ipynb'} <= arts and 'steps/03_train.ipynb' not in arts
 
 
+def _probe_steps(folder: Path, flaky: str):
+    "Four step notebooks that each record (kernel pid, whether the last step's variable is visible); `flaky` fails once."
+    from taxi_duration.pipeline import STEPS
+    folder.mkdir()
+    for i, (_, name) in enumerate(STEPS):
+        params = nbformat.v4.new_code_cell("work_dir = ''")
+        params.metadata['tags'] = ['parameters']
+        fail = f"if not os.path.exists(f'{{work_dir}}/failed'): open(f'{{work_dir}}/failed', 'w'); raise OSError('flaky')"
+        body = ("#| eval: false\nimport json, os\n"
+                "open(f'{work_dir}/seen.jsonl', 'a').write(json.dumps([os.getpid(), 'left' in globals()]) + '\\n')\n"
+                f"left = {i}\n" + (fail if name == flaky else ''))
+        nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)], metadata={
+            'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'Python 3'}})
+        nbformat.write(nb, folder / f'{name}.ipynb')
+
+
+def test_steps_share_one_kernel_with_an_empty_namespace_and_a_retry_gets_a_new_one(tracking, tmp_path):
+    import json
+    from taxi_duration.core import ensure_experiment
+    from taxi_duration.pipeline import STEPS, _run_steps
+    _probe_steps(tmp_path / 'steps', flaky='02_features')
+    c = client(tracking)
+    run_id = c.create_run(ensure_experiment()).info.run_id
+    def retry_once(label, nb, run_id, run):  # as the Prefect flow retries a step
+        try: run()
+        except Exception: run()
+    (tmp_path / 'work').mkdir()
+    _run_steps(c, run_id, tmp_path / 'steps', tmp_path / 'work', {nb: {} for _, nb in STEPS}, log=lambda s: None,
+               step_hook=retry_once)
+    seen = [json.loads(l) for l in (tmp_path / 'work' / 'seen.jsonl').read_text().splitlines()]
+    pids = [pid for pid, _ in seen]  # 01, 02 (failed), 02 again, 03, 04
+    assert pids[0] == pids[1]
+    assert pids[2] != pids[1]
+    assert pids[2] == pids[3] == pids[4]
+    assert [left for _, left in seen] == [False] * 5
+
+
 def test_offline_without_the_files_stops_with_one_line_saying_where_to_put_them(tmp_path):
     "`make run` on a machine without network and without the months: the real CLI, one line, exit 2."
     env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db',
