@@ -54,7 +54,8 @@ def team(tmp_path_factory):
     try:
         port = tracking.free_port()
         srv = tracking.start_server(backend, tmp / 'artifacts', port, log=open(tmp / 'server.log', 'w'))
-        yield dict(uri=f'http://127.0.0.1:{port}', backend=backend, artifacts=tmp / 'artifacts', data=data, tmp=tmp)
+        yield dict(uri=f'http://127.0.0.1:{port}', backend=backend, artifacts=tmp / 'artifacts', data=data, tmp=tmp,
+                   server=srv)
     finally:
         if srv: tracking.stop_server(srv)
         tracking.stop_postgres(pg)
@@ -120,6 +121,13 @@ def test_service_serves_and_follows_promotion(team, monkeypatch):
         assert str(r.get_json()['model_version']) == other, r.get_json()
     finally:
         c.set_registered_model_alias('taxi-duration', 'champion', champ)
+
+
+def test_the_server_starts_no_genai_job_runners(team):
+    "MLflow's job runner and its huey consumers stay off (tracking.JOBS_OFF): the server is its uvicorn workers."
+    group = subprocess.run(['ps', '-o', 'args=', '-g', str(team['server'].pid)], capture_output=True, text=True).stdout
+    assert 'uvicorn' in group
+    assert 'huey' not in group and '_job_runner' not in group
 
 
 def test_monitor_reads_reference_from_server(team):
