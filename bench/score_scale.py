@@ -85,10 +85,12 @@ def own_cpu() -> float:
 def one(engine: str, master: str, n: int, model_uri: str, work: Path, settings=()) -> dict:
     "Run one configuration in this process; its figures."
     from taxi_duration import spark as S
-    for kv in settings:  # LOCAL_JVM= (the JVM's defaults), WRITE_CONF={} (sort before writing), DAEMON=pyspark.daemon
+    for kv in settings:  # LOCAL_JVM= (the JVM's defaults), DAEMON=pyspark.daemon, PIECE=100000
         k, v = kv.split('=', 1)
         assert hasattr(S, k), k
-        setattr(S, k, ast.literal_eval(v) if v[:1] in '{[(' else v)
+        try: v = ast.literal_eval(v)  # numbers, dicts; a name or '' stays a string
+        except (ValueError, SyntaxError): pass
+        setattr(S, k, v)
     srcs = [str(MONTHS[i % 3]) for i in range(n)]
     stop, jvm = threading.Event(), {}
     t = threading.Thread(target=jvm_peak, args=(stop, jvm), daemon=True); t.start()
@@ -135,7 +137,7 @@ def main():
                         '(a shared machine only ever slows a run down)')
     p.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
                    help="replace a setting of taxi_duration.spark for the Spark runs, to measure it: LOCAL_JVM= "
-                        "(the JVM's defaults), WRITE_CONF={} (Spark's sort before the write), DAEMON=pyspark.daemon")
+                        "(the JVM's defaults), DAEMON=pyspark.daemon (Spark's own daemon), PIECE=100000 (rides per task)")
     a = p.parse_args()
     if a.one:
         print(json.dumps(one(a.one[0], a.one[1], int(a.one[2]), a.model_uri, Path(a.work), a.set))); return

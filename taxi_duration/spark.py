@@ -5,15 +5,13 @@
 # %% ../nbs/22_spark.ipynb #901bc91c
 from __future__ import annotations
 import os, re, shutil, sys, tempfile, time, uuid
-from contextlib import contextmanager
 from pathlib import Path
 import pandas as pd
 from .core import TaxiDurationError
 
 # %% auto #0
-__all__ = ['CHUNK', 'PIECE', 'SAMPLE_RIDE', 'LOCAL_JVM', 'DAEMON', 'WRITE_CONF', 'source_name', 'score_file', 'file_pieces',
-           'spark_type', 'output_schema', 'daemon', 'spark_session', 'session_conf', 'score_spark', 'add_spark_args',
-           'run_score_spark']
+__all__ = ['CHUNK', 'PIECE', 'COUNTS', 'LOCAL_JVM', 'DAEMON', 'source_name', 'score_file', 'write_piece', 'file_pieces', 'daemon',
+           'spark_session', 'score_spark', 'add_spark_args', 'run_score_spark']
 
 # %% ../nbs/22_spark.ipynb #59967af2
 def source_name(source: str) -> str:
@@ -26,20 +24,29 @@ def source_name(source: str) -> str:
 CHUNK = 10_000  # rides per predict call: below score.predict_frame's threshold, so one thread per task
 
 def score_file(path: str,           # a file of rides
-               source: str,         # its partition value
                served,              # the model (serve.Served)
                start: int=0,        # first ride (row number) of the file to score
                stop: int|None=None  # end of the range (None: the file's end)
               ):
-    "The pandas engine's predictions (`score.read_rides`, `score.score_frame`) for rides `start:stop` of a file."
+    "The pandas engine's predictions (`score.read_rides`, `score.score_frame`) for rides `start:stop` of a file, in chunks."
     from taxi_duration.score import read_rides, ride_id_prefix, score_frame
     rides, prefix = read_rides(Path(path)).iloc[start:stop], ride_id_prefix(Path(path))  # ride IDs: row numbers
-    for i in range(0, max(len(rides), 1), CHUNK):
-        out = score_frame(served, rides.iloc[i:i + CHUNK], prefix)[0]
-        out['source'] = source
-        for c in out.columns:  # pandas 3 strings are chunked Arrow arrays: Spark wants plain ones
-            if pd.api.types.is_string_dtype(out[c]): out[c] = out[c].astype(object)
-        yield out
+    for i in range(0, max(len(rides), 1), CHUNK): yield score_frame(served, rides.iloc[i:i + CHUNK], prefix)[0]
+
+# %% ../nbs/22_spark.ipynb #5c1e7a02
+def write_piece(frames,        # a piece's predictions, in chunks (`score_file`)
+                folder,        # the dataset's folder
+                source: str,   # the partition value
+                task: int      # the task's number: the file's name, the same if Spark runs the task again
+               ) -> dict:
+    "Write a piece to `folder/source=<source>/part-<task>.parquet` with the pandas engine's writer; its counts."
+    from taxi_duration.score import write_predictions
+    df = pd.concat(list(frames), ignore_index=True)
+    if len(df):
+        part = Path(folder) / f'source={source}'
+        part.mkdir(exist_ok=True)  # not parents: a task left running after the job failed must not re-create `folder`
+        write_predictions(df, part / f'part-{task:05d}.parquet')  # a hidden temp file, renamed when whole
+    return dict(task=task, source=source, rows=len(df), scored=int(df.predicted_duration.notna().sum()))
 
 # %% ../nbs/22_spark.ipynb #d1abd25f
 PIECE = 50_000  # rides per Spark task at most: a green month makes two tasks
@@ -56,35 +63,20 @@ def file_pieces(path: str,         # a file of rides
     return list(zip(bounds[:-1], bounds[1:]))
 
 # %% ../nbs/22_spark.ipynb #f71c8c1b
-def spark_type(dtype) -> str:
-    "The Spark SQL type for a pandas dtype (naive datetimes stay naive: `timestamp_ntz`)."
-    if str(dtype).startswith('datetime64'): return 'timestamp_ntz'
-    if pd.api.types.is_bool_dtype(dtype): return 'boolean'
-    if pd.api.types.is_integer_dtype(dtype): return 'long'
-    if pd.api.types.is_float_dtype(dtype): return 'double'
-    return 'string'
-
-SAMPLE_RIDE = {'PULocationID': [43], 'DOLocationID': [151], 'trip_distance': [1.01],
-               'pickup_datetime': [pd.Timestamp('2021-03-05 08:30')], 'dropoff_datetime': [pd.Timestamp('2021-03-05 08:41')]}
-
-def output_schema(served) -> str:
-    "The Spark DDL schema of the pandas engine's output (plus `source`), from one made-up ride."
-    from taxi_duration.score import score_frame
-    out = score_frame(served, pd.DataFrame(SAMPLE_RIDE), 'schema')[0]
-    out['source'] = 'schema'
-    return ', '.join(f'`{c}` {spark_type(d)}' for c, d in out.dtypes.items())
+COUNTS = 'task long, source string, rows long, scored long'  # a task's output row (`write_piece`)
 
 # %% ../nbs/22_spark.ipynb #33219590
-def _score_partition(served_bc, tasks: list):
-    "The `mapInPandas` function: score the pieces `tasks[id]` (path, source, start, stop) of a partition of ids."
+def _score_partition(served_bc, tasks: list, folder: str):
+    "The `mapInPandas` function: score and write the pieces `tasks[id]` (path, source, start, stop); their counts."
     def run(frames):
         from threadpoolctl import threadpool_limits
         with threadpool_limits(1):  # one core per task: Spark decides the parallelism
             for f in frames:
                 for i in f['id']:
                     path, source, start, stop = tasks[i]
-                    try: yield from score_file(path, source, served_bc.value, start, stop)
+                    try: c = write_piece(score_file(path, served_bc.value, start, stop), folder, source, int(i))
                     except TaxiDurationError as e: raise RuntimeError(f'TaxiDurationError: {e}') from None
+                    yield pd.DataFrame([c])
     return run
 
 # %% ../nbs/22_spark.ipynb #d9061fcc
@@ -116,17 +108,13 @@ def spark_session(master: str='local[2]', driver_memory: str='1g'):
     return s
 
 # %% ../nbs/22_spark.ipynb #a2087e0d
-def _counts(folder: Path) -> dict:
-    "Per source in the dataset at `folder`: rows written and rides predicted (pyarrow, one file at a time)."
-    import pyarrow.compute as pc, pyarrow.dataset as ds
-    counts = {}
-    for f in ds.dataset(folder, format='parquet', partitioning='hive').get_fragments():  # no Hadoop globbing
-        source = str(ds.get_partition_keys(f.partition_expression)['source'])
-        p = f.to_table(columns=['predicted_duration']).column(0)
-        c = counts.setdefault(source, dict(rows=0, scored=0))
-        c['rows'] += len(p)
-        c['scored'] += len(p) - pc.sum(pc.is_nan(pc.fill_null(p, float('nan')))).as_py()  # refused: null or NaN
-    return counts
+def _by_source(counts: list) -> dict:
+    "The tasks' counts (dicts of `write_piece`) summed per source."
+    out = {}
+    for c in counts:
+        s = out.setdefault(c['source'], dict(rows=0, scored=0))
+        s['rows'] += c['rows']; s['scored'] += c['scored']
+    return out
 
 def _replace_dir(tmp: Path, output: Path):
     "Rename the finished dataset `tmp` onto `output`, replacing what was there."
@@ -137,18 +125,6 @@ def _replace_dir(tmp: Path, output: Path):
         output.rename(old)
     tmp.rename(output)
     if old: shutil.rmtree(old, ignore_errors=True)
-
-# %% ../nbs/22_spark.ipynb #a5182385
-@contextmanager
-def session_conf(spark, conf: dict):
-    "Set the SQL settings `conf` on `spark` for a block, then put back the values that were there."
-    old = {k: spark.conf.get(k) for k in conf}
-    for k, v in conf.items(): spark.conf.set(k, str(v))
-    try: yield spark
-    finally:
-        for k, v in old.items(): spark.conf.set(k, v)
-
-WRITE_CONF = {'spark.sql.maxConcurrentOutputFileWriters': 4}  # no sort before the partitioned write
 
 # %% ../nbs/22_spark.ipynb #b53cb4e2
 def score_spark(sources: list,              # paths or specs like green:2021-01 (repeats allowed)
@@ -173,14 +149,12 @@ def score_spark(sources: list,              # paths or specs like green:2021-01 
     spark = spark or spark_session(master)
     try:
         tasks = [(p, source_name(s), *r) for p, s in zip(paths, sources) for r in file_pieces(p, PIECE)]
-        ids = spark.range(0, len(tasks), 1, numPartitions=len(tasks))  # a piece per task; in the JVM: no Python RDD
-        scored = ids.mapInPandas(_score_partition(spark.sparkContext.broadcast(served), tasks), output_schema(served))
         output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix='.spark-'))  # no glob characters for Hadoop
+        tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix='.spark-'))  # the tasks write here; renamed when whole
         try:
-            with session_conf(spark, WRITE_CONF):
-                scored.write.mode('overwrite').partitionBy('source').parquet(str(tmp))
-            counts = _counts(tmp)
+            ids = spark.range(0, len(tasks), 1, numPartitions=len(tasks))  # a piece per task; in the JVM: no Python RDD
+            run = _score_partition(spark.sparkContext.broadcast(served), tasks, str(tmp))
+            counts = _by_source([r.asDict() for r in ids.mapInPandas(run, COUNTS).collect()])  # a row per task
             _replace_dir(tmp, output)
         except Exception as e:
             shutil.rmtree(tmp, ignore_errors=True)
