@@ -33,8 +33,7 @@ def workers(master: int) -> set[int]:
     return {int(p) for p in out.split()}
 
 
-@pytest.fixture
-def server(small_registry, tmp_path):
+def _gunicorn(small_registry, tmp_path):
     "Start gunicorn with the production settings on a private copy of the small registry; yield its details."
     shutil.copy(small_registry['tracking_uri'][len('sqlite:///'):], tmp_path / 'mlflow.db')
     port = free_port()
@@ -58,12 +57,25 @@ def server(small_registry, tmp_path):
         log.close()
 
 
+@pytest.fixture
+def server(small_registry, tmp_path):
+    "A service of its own, for a test that kills workers or moves the alias."
+    yield from _gunicorn(small_registry, tmp_path)
+
+
+@pytest.fixture(scope='module')
+def calm_server(small_registry, tmp_path_factory):
+    "One service for the tests that only send it requests (a gunicorn start saved)."
+    yield from _gunicorn(small_registry, tmp_path_factory.mktemp('calm'))
+
+
 def _ok(url) -> bool:
     try: return requests.get(url + '/health', timeout=2).status_code == 200
     except requests.RequestException: return False
 
 
-def test_idle_connections_do_not_stall_the_service(server):
+def test_idle_connections_do_not_stall_the_service(calm_server):
+    server = calm_server
     idle = [socket.create_connection(('127.0.0.1', server['port']), timeout=5) for _ in range(50)]
     try:
         time.sleep(0.5)  # let both workers accept some of them
@@ -133,7 +145,8 @@ def test_a_worker_restarting_without_the_registry_serves_the_last_good_copy(serv
     assert 'serving the last good local copy' in (server['tmp'] / 'gunicorn.log').read_text()
 
 
-def test_health_shows_how_live_monitoring_is_doing(server):
+def test_health_shows_how_live_monitoring_is_doing(calm_server):
+    server = calm_server
     requests.post(server['url'] + '/predict', json=RIDE, timeout=5)
     m = requests.get(server['url'] + '/health', timeout=5).json()['monitoring']
     assert set(m) == {'recorded', 'dropped', 'refused', 'files_written', 'errors'} and m['errors'] == 0
