@@ -21,10 +21,10 @@ from .train import Prediction, predict
 __all__ = ['MAX_RIDES', 'MAX_BODY_BYTES', 'ZONE_MIN', 'ZONE_MAX', 'MAX_TRIP_MILES', 'PICKUP_YEARS', 'NYC', 'log', 'DEFAULT_URI',
            'STATIC', 'APP_LOAD_ERROR', 'GIL_SWITCH_SECONDS', 'GUNICORN_ARGS', 'check_zone', 'check_distance', 'now_nyc',
            'check_pickup', 'check_ride_id', 'Ride', 'check_ride', 'check_rides', 'decode_body', 'TreeliteTrees',
-           'DenseVectorizer', 'accelerate', 'zone_documents', 'Served', 'check_served', 'Pinned', 'resolve_uri',
-           'model_cache_dir', 'last_good', 'load_served', 'Champion', 'answer', 'rides_carried', 'create_app',
-           'refresh_seconds_from_env', 'app_from_env', 'or_exit', 'settle_heap', 'app_or_exit', 'listen_address', 'run',
-           'run_or_exit']
+           'DenseVectorizer', 'PairGeometry', 'accelerate', 'zone_documents', 'Served', 'check_served', 'Pinned',
+           'resolve_uri', 'model_cache_dir', 'last_good', 'load_served', 'Champion', 'answer', 'rides_carried',
+           'create_app', 'refresh_seconds_from_env', 'app_from_env', 'or_exit', 'settle_heap', 'app_or_exit',
+           'listen_address', 'run', 'run_or_exit']
 
 # %% ../nbs/06_serve.ipynb #8763ad86
 MAX_RIDES = 1000          # rides in one request
@@ -171,12 +171,30 @@ class TreeliteTrees:
         self.trees = treelite.Model.deserialize_bytes(state['trees'])
     def predict(self, X) -> np.ndarray:
         X = np.ascontiguousarray(X, dtype=np.float64)
-        try: from treelite.gtil.gtil import GTILConfig, _predict_impl  # GTIL's own steps, its config parsed once
-        except ImportError:
-            import treelite.gtil
-            return treelite.gtil.predict(self.trees, X, nthread=1).reshape(-1)
-        if getattr(self, '_config', None) is None: self._config = GTILConfig(nthread=1, predict_type='default')
-        return _predict_impl(self.trees, X, config=self._config).reshape(-1)
+        if getattr(self, '_walk', None) is None: self._walk = _gtil_walk(self.trees)
+        return self._walk(X)
+
+def _gtil_walk(trees):  # a treelite.Model
+    "A function predicting with `trees` for a float matrix: GTIL's C call, all its settings worked out once."
+    import ctypes, treelite.gtil
+    public = lambda X: treelite.gtil.predict(trees, X, nthread=1).reshape(-1)
+    try:
+        from treelite.core import _LIB, _check_call
+        from treelite.gtil.gtil import GTILConfig
+        if (trees.input_type, trees.output_type) != ('float64', 'float64'): return public
+        config, n_features, f64 = GTILConfig(nthread=1, predict_type='default'), trees.num_feature, ctypes.POINTER(ctypes.c_double)
+        shape, ndim = ctypes.POINTER(ctypes.c_uint64)(), ctypes.c_uint64()
+        _check_call(_LIB.TreeliteGTILGetOutputShape(trees.handle, ctypes.c_uint64(1), config.handle,
+                                                    ctypes.byref(shape), ctypes.byref(ndim)))
+        per_row = math.prod(shape[i] for i in range(ndim.value))
+    except (ImportError, AttributeError): return public  # another treelite: its public predict
+    def walk(X):
+        if X.ndim != 2 or X.shape[1] != n_features: return public(X)  # GTIL pads missing columns: let it
+        out = np.zeros(len(X) * per_row)
+        _check_call(_LIB.TreeliteGTILPredict(trees.handle, X.ctypes.data_as(f64), b'float64', ctypes.c_uint64(len(X)),
+                                             out.ctypes.data_as(f64), config.handle))
+        return out
+    return walk
 
 class DenseVectorizer:
     "Transforms like the fitted dense DictVectorizer it copies, for records of numbers: no sparse matrix in between."
@@ -185,6 +203,23 @@ class DenseVectorizer:
     def fit(self, X, y=None): raise TypeError('a copy of a fitted vectorizer is not trained: train the logged model')
     def transform(self, records) -> np.ndarray:
         return np.array([[r.get(k, 0.0) for k in self.names] for r in records], dtype=float).reshape(-1, len(self.names))
+
+class PairGeometry:
+    "Transforms like the fitted ZoneGeometry it copies, reading each zone pair's columns from a table that step made once."
+    def __init__(self, step):  # a fitted ZoneGeometry
+        from copy import copy
+        self.step, self.pu, self.do, n = step, step.pu, step.do, len(step.table_)
+        grid = copy(step); grid.pu, grid.do = 0, 1  # every pair (PU, DO) of IDs 0..n-1, through the step itself
+        ids = np.column_stack([np.repeat(np.arange(n), n), np.tile(np.arange(n), n)]).astype(float)
+        self.pairs = grid.transform(ids)[:, 2:].reshape(n, n, -1)
+    def fit(self, X, y=None): raise TypeError('a copy of a fitted step is not trained: train the logged model')
+    def transform(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        ids = X[:, [self.pu, self.do]]
+        if not ((ids >= 0) & (ids < len(self.pairs))).all(): return self.step.transform(X)  # NaN, unknown IDs
+        k = ids.astype(np.intp)
+        if not (k == ids).all(): return self.step.transform(X)
+        return np.hstack([X, self.pairs[k[:, 0], k[:, 1]]])
 
 # %% ../nbs/06_serve.ipynb #b0c281b9
 def _check_rides(n: int=2000, seed: int=0) -> list[dict]:
@@ -196,9 +231,12 @@ def _check_rides(n: int=2000, seed: int=0) -> list[dict]:
             for i, (a, b, d, m) in enumerate(zip(rng.integers(1, 266, n), rng.integers(1, 266, n),
                                                  rng.exponential(3, n).round(2), rng.integers(0, 7 * 24 * 60, n)))]
 
-def _dense_twin(step):
-    "A DenseVectorizer for a dense DictVectorizer of numbers only (no 'name=value' one-hot columns), else `step`."
+def _twin(step):
+    "A step's faster twin: PairGeometry for ZoneGeometry, DenseVectorizer for a dense DictVectorizer of numbers only."
     from sklearn.feature_extraction import DictVectorizer
+    from taxi_duration.features import ZoneGeometry
+    if type(step) is ZoneGeometry: return PairGeometry(step)
+    # a vectorizer with 'name=value' one-hot columns stays as it is
     if not isinstance(step, DictVectorizer) or step.sparse or any('=' in f for f in step.feature_names_): return step
     return DenseVectorizer(step)
 
@@ -230,10 +268,10 @@ def accelerate(model   # a loaded pipeline
         trees, (name, last) = TreeliteTrees(treelite.sklearn.import_model(hgb)), model.steps[-1]
         if last is hgb: fast_last = trees
         else: fast_last = copy(last); fast_last.estimator_ = trees
-        fast = Pipeline([(n, _dense_twin(s)) for n, s in model.steps[:-1]] + [(name, fast_last)])
+        fast = Pipeline([(n, _twin(s)) for n, s in model.steps[:-1]] + [(name, fast_last)])
         rides = _check_rides()
         if not np.array_equal(_features(fast, rides), _features(model, rides), equal_nan=True):
-            raise ValueError('the dense copy of the vectorizer gives other features')
+            raise ValueError('the twin steps give other features')
         gap = max(float(np.nanmax(np.abs(a - b))) for a, b in zip(predict(fast, rides)[:3], predict(model, rides)[:3]))
     except Exception as e:
         log.warning(f'serving without the compiled tree walk: {type(e).__name__}: {e}'); return model

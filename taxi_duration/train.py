@@ -227,12 +227,17 @@ def predict(model,  # the logged pipeline (sklearn, or an MLflow pyfunc wrapping
     frame = isinstance(rides, pd.DataFrame)
     X, ok, given = _clean_frame(rides) if frame else _clean_records([rides] if isinstance(rides, dict) else list(rides))
     if getattr(model.named_steps.get('records'), 'kw_args', {}).get('kind') == 'course': ok = ok & given
-    out = [np.full(len(ok), np.nan) for _ in range(3)]
-    if ok.any():
-        Xt = model_features(model, X[ok] if frame else [x for x, k in zip(X, ok) if k])
+    answered = ok.any()
+    if answered:
+        everyone = ok.all()
+        Xt = model_features(model, X if everyone else X[ok] if frame else [x for x, k in zip(X, ok) if k])
         last = model.steps[-1][1]
         # a model logged before intervals existed answers minutes only: its range is NaN, not a zero width
         res = last.predict_interval(Xt) if hasattr(last, 'predict_interval') else (last.predict(Xt), np.nan, np.nan)
+        if everyone and all(np.shape(r) == ok.shape for r in res):  # every ride answered (the service's case): as is
+            return Prediction(*(np.asarray(r, dtype=float) for r in res), used_distance=given)
+    out = [np.full(len(ok), np.nan) for _ in range(3)]
+    if answered:
         for o, r in zip(out, res): o[ok] = r
     return Prediction(*out, used_distance=ok & given)
 
