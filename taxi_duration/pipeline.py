@@ -155,7 +155,7 @@ def _run_steps(client, run_id: str, nbs: Path, work: Path, params: dict, log,
                     raise TaxiDurationError(f'step {label}: {msg}') from None
                 if _is_busy(msg): raise TaxiDurationError(f'step {label}: {BUSY_HINT}') from None
                 raise StepFailed(f'step {label} failed: {e.ename}: {msg}') from None
-            except (RuntimeError, OSError) as e:  # the kernel died or could not start
+            except (RuntimeError, OSError, ValueError) as e:  # a dead kernel; a notebook papermill refuses
                 raise StepFailed(f"step {label} failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
             finally:
                 for f in (out, work/'kernels.log'):

@@ -229,6 +229,17 @@ def test_steps_share_one_kernel_with_an_empty_namespace_and_a_retry_gets_a_new_o
     assert [left for _, left in seen] == [False] * 5
 
 
+def test_a_step_notebook_papermill_refuses_is_one_line_not_a_traceback(store, tmp_path, monkeypatch, capsys):
+    broken = tmp_path / 'nbs'
+    shutil.copytree(notebooks_dir(), broken)
+    nb = nbformat.read(broken / '01_data.ipynb', 4)
+    del nb.metadata['kernelspec']  # papermill cannot tell the notebook's language
+    nbformat.write(nb, broken / '01_data.ipynb')
+    monkeypatch.setenv('TAXI_DURATION_NBS', str(broken))
+    assert main(['pipeline', *SAMPLES]) == 1
+    assert 'step load & prepare failed: ValueError: No language found in notebook' in error_line(capsys.readouterr().err)
+
+
 def test_offline_without_the_files_stops_with_one_line_saying_where_to_put_them(tmp_path):
     "`make run` on a machine without network and without the months: the real CLI, one line, exit 2."
     env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db',
