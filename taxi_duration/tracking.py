@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import TaxiDurationError
 
 # %% auto #0
-__all__ = ['JOBS_OFF', 'check_store', 'free_port', 'pg_user', 'start_postgres', 'stop_postgres', 'server_command', 'wait_http',
+__all__ = ['check_store', 'free_port', 'pg_user', 'start_postgres', 'stop_postgres', 'server_command', 'wait_http',
            'start_server', 'stop_server', 'main']
 
 # %% ../nbs/20_tracking.ipynb #62fca3e8
@@ -78,8 +78,6 @@ def stop_postgres(data_dir, user: str|None='pgtest'):
                                                              '-w', 'stop']), capture_output=True)
 
 # %% ../nbs/20_tracking.ipynb #b7323ee9
-JOBS_OFF = ('MLFLOW_SERVER_ENABLE_JOB_EXECUTION', 'false')  # the server's GenAI job runners: not needed here
-
 def server_command(backend_uri: str,        # the PostgreSQL (or other SQLAlchemy) store
                    artifacts_dir,           # folder the server owns for the artifacts
                    host: str='127.0.0.1', port: int=5000, workers: int=2) -> list[str]:
@@ -106,7 +104,7 @@ def start_server(backend_uri: str, artifacts_dir, port: int, host: str='127.0.0.
                  log=None) -> subprocess.Popen:   # log: file object for the server's output
     "Start `mlflow server` and wait until it answers; the process (stop it with `stop_server`)."
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY='true', DO_NOT_TRACK='true')
-    env.setdefault(JOBS_OFF[0], JOBS_OFF[1])  # no GenAI job runners unless the team asks for them
+    env.setdefault('MLFLOW_SERVER_ENABLE_JOB_EXECUTION', 'false')  # no GenAI job runners unless asked for
     env.pop('MLFLOW_TRACKING_URI', None)
     p = subprocess.Popen(server_command(backend_uri, artifacts_dir, host, port, workers), env=env,
                          stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)

@@ -175,13 +175,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_registered(store, tmp_path, ca
     assert versions(store) == before and alias(store, 'champion') == 1
 
 
-def test_a_failing_middle_step_fails_the_run_and_keeps_the_champion(store, tmp_path, monkeypatch, capsys):
+def _steps_with(tmp_path, monkeypatch, name: str, change):
+    "A copy of the step notebooks with `change(nb)` made to step `name`, in force through TAXI_DURATION_NBS."
     broken = tmp_path / 'nbs'
     shutil.copytree(notebooks_dir(), broken)
-    nb = nbformat.read(broken / '02_features.ipynb', 4)
-    nb.cells[-1].source = "#| eval: false\nraise RuntimeError('disk full while writing features')"
-    nbformat.write(nb, broken / '02_features.ipynb')
+    nb = nbformat.read(broken / f'{name}.ipynb', 4)
+    change(nb)
+    nbformat.write(nb, broken / f'{name}.ipynb')
     monkeypatch.setenv('TAXI_DURATION_NBS', str(broken))
+
+
+def test_a_failing_middle_step_fails_the_run_and_keeps_the_champion(store, tmp_path, monkeypatch, capsys):
+    def fail(nb): nb.cells[-1].source = "#| eval: false\nraise RuntimeError('disk full while writing features')"
+    _steps_with(tmp_path, monkeypatch, '02_features', fail)
     before = versions(store)
     assert main(['pipeline', *SAMPLES]) == 1
     assert 'step vectorise failed: RuntimeError: disk full while writing features' in error_line(capsys.readouterr().err)
@@ -230,12 +236,7 @@ def test_steps_share_one_kernel_with_an_empty_namespace_and_a_retry_gets_a_new_o
 
 
 def test_a_step_notebook_papermill_refuses_is_one_line_not_a_traceback(store, tmp_path, monkeypatch, capsys):
-    broken = tmp_path / 'nbs'
-    shutil.copytree(notebooks_dir(), broken)
-    nb = nbformat.read(broken / '01_data.ipynb', 4)
-    del nb.metadata['kernelspec']  # papermill cannot tell the notebook's language
-    nbformat.write(nb, broken / '01_data.ipynb')
-    monkeypatch.setenv('TAXI_DURATION_NBS', str(broken))
+    _steps_with(tmp_path, monkeypatch, '01_data', lambda nb: nb.metadata.pop('kernelspec'))  # no language known
     assert main(['pipeline', *SAMPLES]) == 1
     assert 'step load & prepare failed: ValueError: No language found in notebook' in error_line(capsys.readouterr().err)
 
