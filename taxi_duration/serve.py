@@ -477,9 +477,10 @@ def check(self) -> bool:
         return False
     self.last_check, self.last_problem, self.fallback = time.time(), None, None
     if new is None: return False
+    # said before it is seen: whoever sees the new version finds the line already in the log
+    log.info(f'{self.model_uri} moved: now serving version {new.version} (was {old.version}), no restart')
     self.current = new  # one assignment: requests see the old model or the new one, never a mix
     if gc.get_freeze_count(): gc.unfreeze(); settle_heap()  # the old model can go; the new one is frozen too
-    log.info(f'{self.model_uri} moved: now serving version {new.version} (was {old.version}), no restart')
     return True
 
 # %% ../nbs/06_serve.ipynb #8afe8a63
