@@ -73,8 +73,10 @@ check-sync:
 REAL_MONTHS := $(wildcard $(TAXI_DATA_DIR)/green_tripdata_2021-0[123].parquet)
 DATA_NBS = $(shell grep -l -E 'green:20[0-9][0-9]-[0-9][0-9]|shared/data|TAXI_DATA_DIR' nbs/*.ipynb | xargs -n1 basename | paste -sd'|')
 
-# Tests run two at a time (two notebooks, two pytest workers), each on one OpenMP thread: on 2 cores, two
-# processes each spinning 2 OpenMP threads made a 3 s gbm fit take 60 s.
+# Each test process runs on one OpenMP thread: on 2 cores, two processes each spinning 2 OpenMP threads made a
+# 3 s gbm fit take 60 s. Two notebooks at a time (a third gained nothing: 63 s either way); three pytest workers,
+# because a pytest worker often waits (a server starting, a pipeline's kernel): on 2 cores -n 3 took 6 min 14 s
+# where -n 2 took 7 min 35 s in the same hour.
 nbtest pytest: export OMP_NUM_THREADS = 1
 
 nbtest:
@@ -86,7 +88,7 @@ else
 endif
 
 pytest:
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
 
 ## wall time per pipeline step on the real 2021-01/02 months
 bench: install

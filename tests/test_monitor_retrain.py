@@ -11,14 +11,39 @@ from taxi_duration.registry import champion
 from monitor_fixtures import SHARED_DATA, in_process_champion, run_cli, sample_file
 
 
+def _champion_env(monkeypatch, tmp_path):
+    "Monitoring output in the test's folder, the real months, no webhook."
+    monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
+    monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+    monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
+
+
 @pytest.fixture
 def sample_champion(tracking, tmp_path, monkeypatch):
     """A fresh registry (this test promotes into it) whose champion was fitted in-process on a seeded
     4,000-ride sample of January, as the old shipped sample was."""
-    monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
-    monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
-    monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
+    _champion_env(monkeypatch, tmp_path)
     return in_process_champion(n_train=4000)
+
+
+@pytest.fixture(scope='module')
+def _kept_registry(tmp_path_factory):
+    "The registry of `sample_champion`, made once for the tests that must leave it as it is; its URI."
+    tmp = tmp_path_factory.mktemp('kept-champion')
+    with pytest.MonkeyPatch.context() as mp:
+        uri = f'sqlite:///{tmp / "mlflow.db"}'
+        mp.setenv('MLFLOW_TRACKING_URI', uri)
+        mp.chdir(tmp)
+        _champion_env(mp, tmp)
+        in_process_champion(n_train=4000)
+    return uri
+
+
+@pytest.fixture
+def kept_champion(_kept_registry, tmp_path, monkeypatch):
+    "`sample_champion`'s registry, shared: for tests whose point is that nothing is promoted into it."
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', _kept_registry)
+    _champion_env(monkeypatch, tmp_path)
 
 
 def test_retrain_on_a_performance_alert_promotes_a_better_challenger(sample_champion, tmp_path, capsys):
@@ -35,7 +60,7 @@ def test_retrain_on_a_performance_alert_promotes_a_better_challenger(sample_cham
     assert run_cli('--data', str(slow), '--report', str(tmp_path / 'after.html')) == 0
 
 
-def test_drift_alone_does_not_retrain(sample_champion, tmp_path, capsys):
+def test_drift_alone_does_not_retrain(kept_champion, tmp_path, capsys):
     km = tmp_path / 'km.parquet'
     checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'zones_scrambled').to_parquet(km)
     code = run_cli('--data', str(km), '--retrain', '--threshold', 'rmse_ratio=10', '--threshold', 'mae_ratio=10',
@@ -44,7 +69,7 @@ def test_drift_alone_does_not_retrain(sample_champion, tmp_path, capsys):
     assert str(champion().version) == '1'
 
 
-def test_broken_inputs_are_never_retrained_on(sample_champion, tmp_path, capsys):
+def test_broken_inputs_are_never_retrained_on(kept_champion, tmp_path, capsys):
     "Distances in km make the errors jump (a performance alert), but a model trained on them would learn the breakage."
     km = tmp_path / 'km.parquet'
     checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'km').to_parquet(km)
