@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import NamedTuple
 import numpy as np, pandas as pd
 import scipy.sparse as sp
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Lasso, LinearRegression, Ridge
@@ -126,6 +123,8 @@ def interval_metrics(y_true, low, high) -> dict:
 
 def plot_predictions(y_true, y_pred, title: str=''):
     "A predicted-vs-actual figure (hexbin density, diagonal = perfect)."
+    import matplotlib; matplotlib.use('Agg')  # imported here, not with the module: the service never plots (0.4 s)
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.hexbin(y_true, y_pred, gridsize=60, bins='log', cmap='viridis', extent=(0, 60, 0, 60))
     ax.plot([0, 60], [0, 60], 'r--', lw=1)
@@ -289,15 +288,15 @@ def _zone_shapes_logged() -> bool:
 # %% ../nbs/03_train.ipynb #feda0b7a
 def log_candidate(pipe, m: dict, y_val, val_pred, example: pd.DataFrame, model: str, alpha):
     "Log one fitted candidate into the active run; its model URI."
-    import mlflow, warnings
+    import matplotlib.pyplot as plt, mlflow, warnings
     geometry = pipe.named_steps.get('geometry')
     shapes = geometry is not None and bool(np.nanmax(np.abs(geometry.table_[:, :2])) > 0)
     mlflow.log_params({'model': model, 'alpha': alpha, 'feature_kind': MODELS[model],
                        'zone_shapes': 'tlc' if shapes else 'none'})
     mlflow.log_metrics(m)
-    mlflow.log_figure(plot_predictions(y_val, val_pred, f'{model} alpha={alpha}: validation RMSE {m["rmse"]:.3f}'),
-                      'predicted_vs_actual.png')
-    plt.close('all')
+    fig = plot_predictions(y_val, val_pred, f'{model} alpha={alpha}: validation RMSE {m["rmse"]:.3f}')
+    mlflow.log_figure(fig, 'predicted_vs_actual.png')
+    plt.close(fig)
     _zone_shapes_logged()
     if MODELS[model] == 'zones_time': example = pd.concat([example, example.head(1).assign(trip_distance=np.nan)])
     with warnings.catch_warnings():  # zone IDs are integers by design: a request without one is rejected
