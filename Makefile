@@ -75,8 +75,8 @@ DATA_NBS = $(shell grep -l -E 'green:20[0-9][0-9]-[0-9][0-9]|shared/data|TAXI_DA
 
 # Each test process runs on one OpenMP thread: on 2 cores, two processes each spinning 2 OpenMP threads made a
 # 3 s gbm fit take 60 s. Two notebooks at a time (a third gained nothing: 63 s either way); three pytest workers,
-# because a pytest worker often waits (a server starting, a pipeline's kernel): on 2 cores -n 3 took 6 min 14 s
-# where -n 2 took 7 min 35 s in the same hour.
+# because a pytest worker often waits (a server starting, a pipeline's kernel): on 2 cores -n 3 took 6 min 42 s
+# where -n 2 took 7 min 40 s right before it (and 6 min 14 s against 7 min 35 s an hour earlier).
 nbtest pytest: export OMP_NUM_THREADS = 1
 
 nbtest:
