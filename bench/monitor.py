@@ -31,7 +31,7 @@ if os.environ.get('BENCH_MONITOR') == '1':
     from taxi_duration.live import LiveProfiler
     p = LiveProfiler(separate_process=True)  # as app.py runs it
     hooks = dict(on_predictions=p.record, on_rejected=p.rejected)
-app = app_or_exit(**hooks)  # as app.py: heap settled, short GIL turns
+app = app_or_exit(**hooks)  # as app.py: heap settled, GIL turns set
 """
 
 

@@ -38,7 +38,7 @@ class LiveProfiler:
     MAX_FIELDS = 16  # distinct field names counted per window; beyond, counted as 'other'
     def __init__(self, directory=None,          # where profiles go; default $MONITORING_DIR
                  window_seconds: float=300,     # one profile file per window
-                 batch_rows: int=1000,          # wake the thread at this many buffered rides
+                 batch_rows: int=5000,          # wake the thread at this many buffered rides
                  flush_seconds: float=2.0,      # ... or this often
                  max_rows: int=100_000,         # buffer cap; beyond it rides are dropped (counted)
                  handle_sigterm: bool=True,     # turn SIGTERM into a normal exit (so `close` runs)
@@ -198,9 +198,10 @@ def record(self: LiveProfiler,
         self._ensure_started()
         if self._closed: return
         n = len(rides)
+        preds = np.asarray(predictions, dtype=float).reshape(-1).tolist()  # the array itself is not kept: see below
         with self._lock:
             if self._buffered + n > self.max_rows: self.dropped += n; return
-            self._buffer.append((time.time(), rides, predictions, str(model_version)))
+            self._buffer.append((time.time(), rides, preds, str(model_version)))
             self._buffered += n; self.recorded += n
         if self._buffered >= self.batch_rows: self._wake.set()
     except Exception: self.errors += 1
@@ -233,8 +234,7 @@ def _to_child(self: LiveProfiler, items: list, rejected: dict, final: bool) -> b
     "Hand a batch to this process's profiling child and wait for its account; False when it cannot (profile here)."
     try:
         if self._child is None: self._child = self._spawn()
-        batch = [(ts, rides, np.asarray(p, dtype=float).reshape(-1).tolist(), v) for ts, rides, p, v in items]
-        pickle.dump((batch, rejected, final), self._child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((items, rejected, final), self._child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         self._child.stdin.flush()
         account = json.loads(self._child.stdout.readline())  # the GIL is free while the child works
         self.files_written += account['files']; self.errors += account['errors']

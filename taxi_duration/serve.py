@@ -21,10 +21,10 @@ from .train import Prediction, predict
 __all__ = ['MAX_RIDES', 'MAX_BODY_BYTES', 'ZONE_MIN', 'ZONE_MAX', 'MAX_TRIP_MILES', 'PICKUP_YEARS', 'NYC', 'log', 'DEFAULT_URI',
            'STATIC', 'APP_LOAD_ERROR', 'GIL_SWITCH_SECONDS', 'GUNICORN_ARGS', 'check_zone', 'check_distance', 'now_nyc',
            'check_pickup', 'check_ride_id', 'Ride', 'check_ride', 'check_rides', 'decode_body', 'TreeliteTrees',
-           'DenseVectorizer', 'PairGeometry', 'accelerate', 'zone_documents', 'Served', 'check_served', 'Pinned',
-           'resolve_uri', 'model_cache_dir', 'last_good', 'load_served', 'Champion', 'answer', 'rides_carried',
-           'create_app', 'refresh_seconds_from_env', 'app_from_env', 'or_exit', 'settle_heap', 'app_or_exit',
-           'listen_address', 'run', 'run_or_exit']
+           'RideRecords', 'DenseVectorizer', 'PairGeometry', 'accelerate', 'zone_documents', 'Served', 'check_served',
+           'Pinned', 'resolve_uri', 'model_cache_dir', 'last_good', 'load_served', 'Champion', 'answer',
+           'rides_carried', 'create_app', 'refresh_seconds_from_env', 'app_from_env', 'or_exit', 'settle_heap',
+           'app_or_exit', 'listen_address', 'run', 'run_or_exit']
 
 # %% ../nbs/06_serve.ipynb #8763ad86
 MAX_RIDES = 1000          # rides in one request
@@ -196,6 +196,13 @@ def _gtil_walk(trees):  # a treelite.Model
         return out
     return walk
 
+class RideRecords:
+    "Transforms like the FunctionTransformer(ride_records) it copies: the same call, without scikit-learn's wrapping."
+    def __init__(self, step):  # a FunctionTransformer of features.ride_records, validate=False
+        self.func, self.kw_args = step.func, dict(step.kw_args or {})
+    def fit(self, X, y=None): raise TypeError('a copy of a fitted step is not trained: train the logged model')
+    def transform(self, rides) -> list[dict]: return self.func(rides, **self.kw_args)
+
 class DenseVectorizer:
     "Transforms like the fitted dense DictVectorizer it copies, for records of numbers: no sparse matrix in between."
     def __init__(self, vectorizer):  # a fitted DictVectorizer(sparse=False) whose features are all numeric
@@ -215,6 +222,10 @@ class PairGeometry:
     def fit(self, X, y=None): raise TypeError('a copy of a fitted step is not trained: train the logged model')
     def transform(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=float)
+        if len(X) == 1:  # one ride (the service's usual request): the same lookup without the array bookkeeping
+            pu, do, n = X[0, self.pu], X[0, self.do], len(self.pairs)
+            if 0 <= pu < n and 0 <= do < n and pu == int(pu) and do == int(do):  # NaN fails every comparison
+                return np.concatenate([X[0], self.pairs[int(pu), int(do)]]).reshape(1, -1)
         ids = X[:, [self.pu, self.do]]
         if not ((ids >= 0) & (ids < len(self.pairs))).all(): return self.step.transform(X)  # NaN, unknown IDs
         k = ids.astype(np.intp)
@@ -232,10 +243,14 @@ def _check_rides(n: int=2000, seed: int=0) -> list[dict]:
                                                  rng.exponential(3, n).round(2), rng.integers(0, 7 * 24 * 60, n)))]
 
 def _twin(step):
-    "A step's faster twin: PairGeometry for ZoneGeometry, DenseVectorizer for a dense DictVectorizer of numbers only."
+    "A step's faster twin: PairGeometry, DenseVectorizer (a dense one of numbers only) or RideRecords; else the step."
     from sklearn.feature_extraction import DictVectorizer
-    from taxi_duration.features import ZoneGeometry
+    from sklearn.preprocessing import FunctionTransformer
+    from taxi_duration.features import ZoneGeometry, ride_records
     if type(step) is ZoneGeometry: return PairGeometry(step)
+    if type(step) is FunctionTransformer:  # only as fitted by make_featurizer: no checks, no output container
+        plain = step.func is ride_records and not step.validate and getattr(step, '_sklearn_output_config', {}) == {}
+        return RideRecords(step) if plain else step
     # a vectorizer with 'name=value' one-hot columns stays as it is
     if not isinstance(step, DictVectorizer) or step.sparse or any('=' in f for f in step.feature_names_): return step
     return DenseVectorizer(step)
@@ -272,6 +287,8 @@ def accelerate(model   # a loaded pipeline
         rides = _check_rides()
         if not np.array_equal(_features(fast, rides), _features(model, rides), equal_nan=True):
             raise ValueError('the twin steps give other features')
+        if not all(np.array_equal(_features(fast, [r]), _features(model, [r]), equal_nan=True) for r in rides[:50]):
+            raise ValueError('the twin steps give other features for one ride')  # one ride takes a shortcut
         gap = max(float(np.nanmax(np.abs(a - b))) for a, b in zip(predict(fast, rides)[:3], predict(model, rides)[:3]))
     except Exception as e:
         log.warning(f'serving without the compiled tree walk: {type(e).__name__}: {e}'); return model
@@ -688,17 +705,17 @@ def or_exit(fn, *args, **kwargs):
         print(f"taxi-duration serve: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         raise SystemExit(APP_LOAD_ERROR)
 
-GIL_SWITCH_SECONDS = 0.0005  # a thread waiting for the GIL asks the holder for it after this long (Python's default: 0.005)
+GIL_SWITCH_SECONDS = 0.005  # a thread waiting for the GIL asks the holder for it after this long (measured below)
 
 def settle_heap():
     "Collect garbage once, then freeze what is alive (model, libraries): full collections walk only newer objects."
     gc.collect(); gc.freeze()
 
 def app_or_exit(**hooks) -> Flask:
-    "`app_from_env(**hooks)` tuned for serving (heap settled, short GIL turns), or one line and exit if nothing to serve."
+    "`app_from_env(**hooks)` tuned for serving (heap settled, GIL turns set), or one line and exit if nothing to serve."
     app = or_exit(app_from_env, **hooks)
     settle_heap()
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)  # a request waits <= 0.5 ms, not 5, behind the profiling thread
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     return app
 
 # %% ../nbs/06_serve.ipynb #8c66fc3b

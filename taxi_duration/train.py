@@ -92,8 +92,8 @@ def _calibrate(self: IntervalRegressor, X, y):
 def _predict_interval(self: IntervalRegressor, X) -> tuple:
     "Predictions and their interval: (minutes, p10, p90); p10 is at least 0."
     pred, g = self.predict(X), self._groups(X)
-    b = np.where(g == 1, np.searchsorted(self.edges_[1], pred, side='right'),  # each ride's bin in its group
-                 np.searchsorted(self.edges_[0], pred, side='right'))
+    b = self.edges_[0].searchsorted(pred, side='right')  # each ride's bin in its group: rides with a distance
+    if g.any(): b = np.where(g == 1, self.edges_[1].searchsorted(pred, side='right'), b)  # and without one
     return pred, np.maximum(pred + self.low_[g, b], 0), pred + self.high_[g, b]
 
 IntervalRegressor.calibrate, IntervalRegressor.predict_interval = _calibrate, _predict_interval
@@ -225,7 +225,8 @@ def predict(model,  # the logged pipeline (sklearn, or an MLflow pyfunc wrapping
     if hasattr(model, 'get_raw_model'): model = model.get_raw_model()
     frame = isinstance(rides, pd.DataFrame)
     X, ok, given = _clean_frame(rides) if frame else _clean_records([rides] if isinstance(rides, dict) else list(rides))
-    if getattr(model.named_steps.get('records'), 'kw_args', {}).get('kind') == 'course': ok = ok & given
+    records = next((s for n, s in model.steps if n == 'records'), None)  # (`named_steps` builds a Bunch every call)
+    if getattr(records, 'kw_args', {}).get('kind') == 'course': ok = ok & given
     answered = ok.any()
     if answered:
         everyone = ok.all()

@@ -337,7 +337,7 @@ def _wait_healthy(url, proc, timeout=60):
 
 
 def test_served_process_is_tuned(small_registry):
-    "app_or_exit (what app.py and gunicorn load) freezes the loaded heap and shortens the GIL's turns."
+    "app_or_exit (what app.py and gunicorn load) freezes the loaded heap and sets the GIL's turns."
     code = ('import gc, sys\nfrom taxi_duration.serve import app_or_exit\napp = app_or_exit()\n'
             'print(gc.get_freeze_count() > 0, sys.getswitchinterval())')
     p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=_env(MLFLOW_TRACKING_URI=small_registry['tracking_uri']),
