@@ -13,7 +13,9 @@ In one run, with the same model (a registered champion) and the same load (`wrk`
 one server at a time. Each server is measured only once all its workers have loaded, in `--rounds`
 rounds per connection level, each with fresh connections: wrk's few keep-alive connections stay
 with the worker that accepted them, and which worker wins each accept is a lottery (4 connections
-land 2+2, 3+1 or 4+0), so one round measures the lottery as much as the server. It prints, per
+land 2+2, 3+1 or 4+0), so one round measures the lottery as much as the server. A round in which
+one worker held every connection (4+0: one process, one GIL, and any server's throughput halves) is
+run again, at most --rounds times, and shown in parentheses: it measured the lottery. It prints, per
 server and level, the median req/s, p50, the worst p99 of the rounds (wrk corrects for coordinated
 omission: one stall of 160 ms shows as a p99 of ~160 ms), errors, the connections each worker held
 in every round, and the CPU time (user + system, all the server's processes) per request, which
@@ -97,7 +99,7 @@ def champion_store(tmp: Path, data_dir: str) -> str:
 class Server:
     "A server process on a loopback port, stopped (whole process group) on exit."
     def __init__(self, cmd, env, health: str, port: int, log: Path, ready: str|None=None, workers: int=1):
-        self.cmd, self.port, self.health, self.log = cmd, port, health, log
+        self.cmd, self.port, self.health, self.log, self.workers = cmd, port, health, log, workers
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, 'w'), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -159,13 +161,15 @@ def wrk(url: str, body: dict, seconds: int, connections: int, threads: int, tmp:
 
 def rounds(server: Server, url: str, body: dict, seconds: int, connections: int, threads: int, n: int, tmp: Path) -> dict:
     "`n` wrk rounds, fresh connections each; median req/s and p50, worst p99, requests, errors, CPU ms a request."
-    runs, spread, t0 = [], [], time.time()
-    for _ in range(n):
+    runs, spread, t0, again = [], [], time.time(), 0
+    while len(runs) < n:
         seen = {}
         spy = threading.Timer(min(1.0, seconds / 2), lambda: seen.update(c=server.connections()))
         cpu0 = server.cpu_seconds(); spy.start()
         r = wrk(url, body, seconds, connections, threads, tmp)
         spy.join(); cpu1 = server.cpu_seconds(); r['cpu'], r['cpu_children'] = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        if server.workers > 1 and connections > 1 and seen.get('c') == str(connections) and again < n:
+            again += 1; spread.append(f"({seen['c']})"); continue  # one worker held them all: run the round again
         runs.append(r); spread.append(seen.get('c', '?'))
     requests = sum(r['requests'] for r in runs)
     return dict(t0=t0, t1=time.time(), rps=statistics.median(r['rps'] for r in runs), p50=statistics.median(r['p50'] for r in runs),
