@@ -8,6 +8,7 @@ from taxi_duration import checks
 from taxi_duration.data import read_trips
 from taxi_duration.registry import champion
 
+from conftest import new_store
 from monitor_fixtures import SHARED_DATA, in_process_champion, run_cli, sample_file
 
 
@@ -31,7 +32,7 @@ def _kept_registry(tmp_path_factory):
     "The registry of `sample_champion`, made once for the tests that must leave it as it is; its URI."
     tmp = tmp_path_factory.mktemp('kept-champion')
     with pytest.MonkeyPatch.context() as mp:
-        uri = f'sqlite:///{tmp / "mlflow.db"}'
+        uri = new_store(tmp)
         mp.setenv('MLFLOW_TRACKING_URI', uri)
         mp.chdir(tmp)
         _champion_env(mp, tmp)
