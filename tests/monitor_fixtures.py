@@ -1,6 +1,5 @@
 """Fixtures of the monitoring tests (a plugin, so that the session fixtures exist once however many test
-modules use them): the real months, seeded samples of them, and a champion with its reference fitted
-in-process once per session."""
+modules use them): the real months, seeded samples of them, and the session's champion with its reference."""
 import os
 from pathlib import Path
 
@@ -12,9 +11,6 @@ from taxi_duration.data import read_trips
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / 'shared' / 'data'
-TRAIN_ROWS = None  # rides of January the champion is fitted on (None: all, as the pipeline does; see the fixture)
-
-
 def month_file(m: str) -> Path:
     "The real green month 2021-`m` in ../shared/data; skip (saying why) where it is absent."
     path = SHARED_DATA / f'green_tripdata_2021-{m}.parquet'
@@ -30,13 +26,12 @@ def sample_file(m: str, tmp: Path, n: int=4000, seed: int=0) -> Path:
     return dest
 
 
-def in_process_champion(n_train: int|None=TRAIN_ROWS, seed: int=0) -> dict:
+def in_process_champion(n_train: int|None=None, seed: int=0) -> dict:
     """The pipeline's gbm fitted once, in process, on January (all of it, or a seeded sample of `n_train`
     rides), logged with its reference on all of February, registered and promoted in the store
     MLFLOW_TRACKING_URI names; the registry's outcome. The same library calls as the pipeline's steps, without
-    papermill or a second fit. On the whole of January it is the pipeline's champion (the fit is deterministic),
-    so the measured thresholds table (nbs/09_checks.ipynb) holds: a model fitted on 20,000 rides leans less on
-    the zones, and scrambled zone ids no longer move its errors past rmse_ratio."""
+    papermill or a second fit: for tests that need a champion of their own (the session's is `monitored_store`,
+    the pipeline's own champion on all of January, for which the thresholds of nbs/09_checks.ipynb were measured)."""
     import mlflow
     from taxi_duration.core import ensure_experiment, tracking_uri
     from taxi_duration.data import load
@@ -59,20 +54,16 @@ def in_process_champion(n_train: int|None=TRAIN_ROWS, seed: int=0) -> dict:
 
 
 @pytest.fixture(scope='session')
-def monitored_store(tmp_path_factory):
-    "A throw-away store whose champion (with its reference) was fitted in-process once per session."
-    import dataclasses
-    from conftest import built_once
+def monitored_store(trained_store, tmp_path_factory):
+    """A private store holding the session's champion: the pipeline's gbm on all of January, with its reference
+    logged on all of February (`conftest.trained_store`, trained once per run). A consistent snapshot of that
+    store (SQLite's backup, safe while another worker writes to it), so what these tests log stays here."""
+    import sqlite3
     for m in ('01', '02', '03'): month_file(m)
-
-    def build(tmp):
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp / "mlflow.db"}')
-            mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
-            mp.chdir(tmp)
-            outcome = in_process_champion()
-        return dict(dataclasses.asdict(outcome), tracking_uri=f'sqlite:///{tmp / "mlflow.db"}')
-    return built_once(tmp_path_factory, 'monitored', build)
+    db = tmp_path_factory.mktemp('monitored') / 'mlflow.db'
+    with sqlite3.connect(trained_store['tracking_uri'][len('sqlite:///'):]) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)  # artifacts: absolute paths into the shared store's folder, only read
+    return dict(trained_store, tracking_uri=f'sqlite:///{db}')
 
 
 def run_cli(*argv) -> int:

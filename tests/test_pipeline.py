@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -31,6 +30,7 @@ def alias(uri, which, name='taxi-duration'):
 
 
 def test_full_months_reach_the_quality_bar_and_log_everything(trained_store, full_data_dir, monkeypatch):
+    import nbformat  # here, not at collection: it costs every pytest worker a CPU-second
     r, uri = trained_store, trained_store['tracking_uri']
     monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
     assert not (ROOT / 'mlruns').exists() or not any((ROOT / 'mlruns').iterdir())  # artifacts live beside the store
@@ -177,6 +177,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_registered(store, tmp_path, ca
 
 def _steps_with(tmp_path, monkeypatch, name: str, change):
     "A copy of the step notebooks with `change(nb)` made to step `name`, in force through TAXI_DURATION_NBS."
+    import nbformat  # here, not at collection: it costs every pytest worker a CPU-second
     broken = tmp_path / 'nbs'
     shutil.copytree(notebooks_dir(), broken)
     nb = nbformat.read(broken / f'{name}.ipynb', 4)
@@ -200,6 +201,7 @@ def test_a_failing_middle_step_fails_the_run_and_keeps_the_champion(store, tmp_p
 
 def _probe_steps(folder: Path, flaky: str):
     "Four step notebooks that each record (kernel pid, whether the last step's variable is visible); `flaky` fails once."
+    import nbformat  # here, not at collection: it costs every pytest worker a CPU-second
     from taxi_duration.pipeline import STEPS
     folder.mkdir()
     for i, (_, name) in enumerate(STEPS):

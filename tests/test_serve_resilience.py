@@ -57,16 +57,11 @@ def _gunicorn(small_registry, tmp_path):
         log.close()
 
 
-@pytest.fixture
-def server(small_registry, tmp_path):
-    "A service of its own, for a test that kills workers or moves the alias."
-    yield from _gunicorn(small_registry, tmp_path)
-
-
 @pytest.fixture(scope='module')
-def calm_server(small_registry, tmp_path_factory):
-    "One service for the tests that only send it requests (a gunicorn start saved)."
-    yield from _gunicorn(small_registry, tmp_path_factory.mktemp('calm'))
+def server(small_registry, tmp_path_factory):
+    """One service for the module, its tests in file order: the calm ones first (idle clients, /health), then those
+    that kill its workers and move the alias, then SIGTERM. Each gunicorn start costs about 15 CPU-seconds."""
+    yield from _gunicorn(small_registry, tmp_path_factory.mktemp('service'))
 
 
 def _ok(url) -> bool:
@@ -74,8 +69,7 @@ def _ok(url) -> bool:
     except requests.RequestException: return False
 
 
-def test_idle_connections_do_not_stall_the_service(calm_server):
-    server = calm_server
+def test_idle_connections_do_not_stall_the_service(server):
     idle = [socket.create_connection(('127.0.0.1', server['port']), timeout=5) for _ in range(50)]
     try:
         time.sleep(0.5)  # let both workers accept some of them
@@ -91,6 +85,12 @@ def test_idle_connections_do_not_stall_the_service(calm_server):
         for s in idle: s.close()
 
 
+def test_health_shows_how_live_monitoring_is_doing(server):
+    requests.post(server['url'] + '/predict', json=RIDE, timeout=5)
+    m = requests.get(server['url'] + '/health', timeout=5).json()['monitoring']
+    assert set(m) == {'recorded', 'dropped', 'refused', 'files_written', 'errors'} and m['errors'] == 0
+
+
 def _load(url, stop: threading.Event, log: list):
     "POST rides until `stop`, recording (time, ok) for each."
     with requests.Session() as s:
@@ -101,7 +101,6 @@ def _load(url, stop: threading.Event, log: list):
 
 
 def test_a_killed_worker_is_replaced_and_later_requests_all_succeed(server):
-    from taxi_duration.profiles import read_view
     stop, log = threading.Event(), []
     loaders = [threading.Thread(target=_load, args=(server['url'], stop, log)) for _ in range(2)]
     for t in loaders: t.start()
@@ -122,10 +121,6 @@ def test_a_killed_worker_is_replaced_and_later_requests_all_succeed(server):
     after = [ok for t, ok in log if t > replaced + 0.5]
     assert len(after) > 5 and all(after), f'{after.count(False)} of {len(after)} failed after the replacement'
     assert server['proc'].poll() is None and len(workers(server['proc'].pid)) == 2
-    server['proc'].send_signal(signal.SIGTERM)
-    server['proc'].wait(timeout=30)
-    files = list((server['tmp'] / 'monitoring').rglob('*.bin'))
-    assert files and all(read_view(f) for f in files)  # every profile written is whole
 
 
 def test_a_worker_restarting_without_the_registry_serves_the_last_good_copy(server):
@@ -145,11 +140,13 @@ def test_a_worker_restarting_without_the_registry_serves_the_last_good_copy(serv
     assert 'serving the last good local copy' in (server['tmp'] / 'gunicorn.log').read_text()
 
 
-def test_health_shows_how_live_monitoring_is_doing(calm_server):
-    server = calm_server
-    requests.post(server['url'] + '/predict', json=RIDE, timeout=5)
-    m = requests.get(server['url'] + '/health', timeout=5).json()['monitoring']
-    assert set(m) == {'recorded', 'dropped', 'refused', 'files_written', 'errors'} and m['errors'] == 0
+def test_after_sigterm_every_profile_written_is_whole(server):
+    "Workers killed with SIGKILL and their replacements: what any of them wrote is readable after a SIGTERM."
+    from taxi_duration.profiles import read_view
+    server['proc'].send_signal(signal.SIGTERM)
+    assert server['proc'].wait(timeout=30) == 0
+    files = list((server['tmp'] / 'monitoring').rglob('*.bin'))
+    assert files and all(read_view(f) for f in files)
 
 
 @pytest.mark.parametrize('cmd', [[sys.executable, 'app.py'],

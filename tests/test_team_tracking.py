@@ -62,12 +62,20 @@ def team(tmp_path_factory):
         shutil.rmtree(pg_root, ignore_errors=True)
 
 
+SERVED = [['--model=linear'], *(['--model=ridge', f'--alpha={a}'] for a in ('30', '300'))]
+
+
 @pytest.fixture(scope='module')
 def four(team):
-    "Four pipelines (linear and three ridge alphas) started at once through the server; their (returncode, stderr)."
-    models = [['--model=linear'], *(['--model=ridge', f'--alpha={a}'] for a in ('0.01', '30', '300'))]
-    procs = [cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}", *m,
-                 uri=team['uri'], cwd=team['tmp']) for m in models]
+    """Four pipelines started at once: linear and two ridge alphas through the server, and a linear one straight on
+    PostgreSQL (MLFLOW_TRACKING_URI=postgresql://..., its own experiment and model name, artifacts in ./mlruns of
+    its folder), writing to the same database at the same time; their (returncode, stderr)."""
+    data = [f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}"]
+    direct = team['tmp'] / 'direct'
+    direct.mkdir()
+    procs = [cli('pipeline', *data, *m, uri=team['uri'], cwd=team['tmp']) for m in SERVED]
+    procs.append(cli('pipeline', *data, '--model=linear', '--experiment=direct', '--model_name=direct-model',
+                     uri=team['backend'], cwd=direct))
     errs = [p.communicate(timeout=900)[1] for p in procs]
     return [(p.returncode, e) for p, e in zip(procs, errs)]
 
@@ -81,7 +89,7 @@ def test_every_run_is_recorded_on_the_server(team, four):
     c = MlflowClient(team['uri'])
     runs = c.search_runs([c.get_experiment_by_name('taxi-duration').experiment_id],
                          "tags.pipeline = 'papermill'", max_results=100)
-    assert sum(r.info.status == 'FINISHED' for r in runs) == 4
+    assert sum(r.info.status == 'FINISHED' for r in runs) == len(SERVED)
 
 
 def test_champion_ends_on_the_best(team, four):
@@ -139,16 +147,11 @@ def test_monitor_reads_reference_from_server(team):
     assert 'reference run' in out and 'verdict:' in out
 
 
-def test_postgresql_uri_directly(team, monkeypatch):
-    "MLFLOW_TRACKING_URI=postgresql://... without the server: pipeline, then the service and batch scoring."
-    direct = team['tmp'] / 'direct'
-    direct.mkdir()
-    p = cli('pipeline', f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}",
-            '--model=linear', '--experiment=direct', '--model_name=direct-model', uri=team['backend'], cwd=direct)
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-2000:]
+def test_postgresql_uri_directly(team, four, monkeypatch):
+    "MLFLOW_TRACKING_URI=postgresql://... without the server: a pipeline (one of the four), then batch scoring."
+    assert four[-1][0] == 0, four[-1][1][-2000:]
     monkeypatch.setenv('MLFLOW_TRACKING_URI', team['backend'])
-    monkeypatch.chdir(direct)  # the artifacts of a server-less store are in ./mlruns
+    monkeypatch.chdir(team['tmp'] / 'direct')  # the artifacts of a server-less store are in ./mlruns
     from taxi_duration import score
     out, info = score.score_data(team['data']['03'], 'models:/direct-model@champion')
     assert info.model_version == '1' and len(out) > 2500
