@@ -91,6 +91,16 @@ def new_store(tmp: Path) -> str:
     return f'sqlite:///{tmp / "mlflow.db"}'
 
 
+def copy_store(store: dict, dest: Path) -> str:
+    """A private copy of a session store (`trained_store`, `small_registry`, …) in `dest`; its URI. SQLite's backup
+    makes a consistent snapshot even while another worker writes to the store; the artifacts stay where they are
+    (absolute paths), shared and only read."""
+    import sqlite3
+    with sqlite3.connect(store['tracking_uri'][len('sqlite:///'):]) as src, sqlite3.connect(dest / 'mlflow.db') as dst:
+        src.backup(dst)
+    return new_store(dest)
+
+
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
     "A fresh, empty MLflow tracking store for one test; its URI (also set in the environment)."

@@ -57,13 +57,10 @@ def in_process_champion(n_train: int|None=None, seed: int=0) -> dict:
 def monitored_store(trained_store, tmp_path_factory):
     """A private store holding the session's champion: the pipeline's gbm on all of January, with its reference
     logged on all of February (`conftest.trained_store`, trained once per run). A consistent snapshot of that
-    store (SQLite's backup, safe while another worker writes to it), so what these tests log stays here."""
-    import sqlite3
+    store (`conftest.copy_store`), so what these tests log stays here."""
+    from conftest import copy_store
     for m in ('01', '02', '03'): month_file(m)
-    db = tmp_path_factory.mktemp('monitored') / 'mlflow.db'
-    with sqlite3.connect(trained_store['tracking_uri'][len('sqlite:///'):]) as src, sqlite3.connect(db) as dst:
-        src.backup(dst)  # artifacts: absolute paths into the shared store's folder, only read
-    return dict(trained_store, tracking_uri=f'sqlite:///{db}')
+    return dict(trained_store, tracking_uri=copy_store(trained_store, tmp_path_factory.mktemp('monitored')))
 
 
 def run_cli(*argv) -> int:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from conftest import copy_store
 from taxi_duration.cli import main
 from taxi_duration.pipeline import notebooks_dir
 
@@ -107,8 +108,7 @@ def test_card_papermill_form_from_the_repo_root(tmp_path, full_data_dir):
 def sample_store(trained_store, tmp_path_factory):
     "A private copy of the session's store: its champion (v1) trained by the pipeline on the real months."
     tmp = tmp_path_factory.mktemp('store-copy')
-    shutil.copy(trained_store['tracking_uri'][len('sqlite:///'):], tmp / 'mlflow.db')  # artifacts: absolute paths
-    return f'sqlite:///{tmp}/mlflow.db'
+    return copy_store(trained_store, tmp)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import tempfile
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import requests
 
+from conftest import copy_store
 from taxi_duration import serve
 from taxi_duration.core import MODEL_NAME, TaxiDurationError
 
@@ -37,13 +37,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-def copy_store(registry, dest: Path) -> str:
-    "A private copy of the session registry's store (artifacts are shared, read-only); its URI."
-    src = Path(registry['tracking_uri'][len('sqlite:///'):])
-    shutil.copy(src, dest / 'mlflow.db')
-    return f'sqlite:///{dest / "mlflow.db"}'
 
 
 # --- answers ---------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 stall it, a worker killed with SIGKILL is replaced without failing later requests, and a worker that
 restarts while the registry cannot give it its model comes up from the last good local copy."""
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import copy_store
 from taxi_duration import serve
 from taxi_duration.core import MODEL_NAME
 
@@ -35,9 +35,9 @@ def workers(master: int) -> set[int]:
 
 def _gunicorn(small_registry, tmp_path):
     "Start gunicorn with the production settings on a private copy of the small registry; yield its details."
-    shutil.copy(small_registry['tracking_uri'][len('sqlite:///'):], tmp_path / 'mlflow.db')
+    uri = copy_store(small_registry, tmp_path)
     port = free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db', MODEL_CACHE_DIR=str(tmp_path / 'cache'),
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MODEL_CACHE_DIR=str(tmp_path / 'cache'),
                MONITORING_DIR=str(tmp_path / 'monitoring'), REFRESH_SECONDS='1', PYTHONUNBUFFERED='1')
     env.pop('MODEL_URI', None)
     cmd = [str(Path(sys.executable).parent / 'gunicorn'), *serve.GUNICORN_ARGS.split(), '-b', f'127.0.0.1:{port}', 'app:app']

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import FULL_MONTHS
+from conftest import FULL_MONTHS, copy_store
 
 pytest.importorskip('pyspark', reason="pyspark is not installed: pip install 'taxi-duration[spark]'")
 pytestmark = pytest.mark.skipif(not shutil.which('java'), reason='Spark needs Java 17 (.ci/run installs it)')
@@ -21,14 +21,14 @@ def store(small_registry, tmp_path_factory):
     "A copy of the session's small registry (a champion), and small real months as files; the environment pointed at it."
     if not all(p.exists() for p in FULL_MONTHS): pytest.skip('the real months are not in ../shared/data')
     tmp = tmp_path_factory.mktemp('spark')
-    shutil.copy(small_registry['tracking_uri'][len('sqlite:///'):], tmp / 'mlflow.db')  # artifacts: absolute paths
+    uri = copy_store(small_registry, tmp)
     files = {}
     for p in FULL_MONTHS:
         files[p.stem[-7:]] = tmp / p.name
         n = 25_000 if p.stem.endswith('03') else 3000  # March: two pieces, each more than one chunk (spark.CHUNK)
         pd.read_parquet(p).sample(n, random_state=2).to_parquet(files[p.stem[-7:]])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('MLFLOW_TRACKING_URI', f"sqlite:///{tmp / 'mlflow.db'}")
+        mp.setenv('MLFLOW_TRACKING_URI', uri)
         mp.chdir(tmp)
         yield dict(tmp=tmp, files=files)
 
