@@ -11,6 +11,8 @@ from taxi_duration.data import read_trips
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / 'shared' / 'data'
+
+
 def month_file(m: str) -> Path:
     "The real green month 2021-`m` in ../shared/data; skip (saying why) where it is absent."
     path = SHARED_DATA / f'green_tripdata_2021-{m}.parquet'

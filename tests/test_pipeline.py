@@ -107,8 +107,7 @@ def test_card_papermill_form_from_the_repo_root(tmp_path, full_data_dir):
 @pytest.fixture(scope='module')
 def sample_store(trained_store, tmp_path_factory):
     "A private copy of the session's store: its champion (v1) trained by the pipeline on the real months."
-    tmp = tmp_path_factory.mktemp('store-copy')
-    return copy_store(trained_store, tmp)
+    return copy_store(trained_store, tmp_path_factory.mktemp('store-copy'))
 
 
 @pytest.fixture

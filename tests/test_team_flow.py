@@ -36,7 +36,8 @@ def prefect_db(home: Path):
 @pytest.fixture(scope='module')
 def home(tmp_path_factory):
     """One PREFECT_HOME for the module's flow runs: the second temporary server finds its database made (a fresh
-    one costs 5.6 CPU-s more, measured). The tests tell the runs apart by their ids and tags."""
+    one costs 5.6 CPU-s more, measured). The flow test reads Prefect's database as soon as its run ends; the
+    backfill test picks its own run out by its `backfill` tag."""
     return tmp_path_factory.mktemp('prefect-home')
 
 
