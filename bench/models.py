@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault('TAXI_DATA_DIR', str(ROOT.parent / 'shared' / 'data'))
 import numpy as np, pandas as pd
 from taxi_duration.data import load
-from taxi_duration.features import RIDE_COLUMNS, featurize
+from taxi_duration.features import featurize
+from taxi_duration.rides import RIDE_COLUMNS
 from taxi_duration.train import MODELS, DEFAULT_ALPHA, fit_candidate, interval_metrics, metrics, predict
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .core import TaxiDurationError
 from .data import MAX_MINUTES, MIN_MINUTES, ride_minutes
-from .features import RIDE_COLUMNS
+from .rides import RIDE_COLUMNS
 from .profiles import (FEATURES, PREDICTION, ZONES, Reference, kll, missing_share, monitor_frame,
                                     numeric_drift, performance, profile, rows, score_rides, zone_drift)
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import pyarrow.parquet as pq
 from .core import TaxiDurationError, atomic_path
+from .rides import NYC, check_table
 
 # %% auto #0
 __all__ = ['SERVICES', 'TLC_HOST', 'TLC_KINDS', 'MISC_FILES', 'SUPPORTED_SUFFIXES', 'SAMPLE_ROWS', 'SAMPLE_SEED', 'COLUMNS',
-           'NYC', 'MIN_MINUTES', 'MAX_MINUTES', 'MIN_TRAIN_ROWS', 'parse_spec', 'DownloadUnavailable', 'data_dir',
-           'tlc_url', 'check_file', 'download', 'fetch_misc', 'resolve', 'make_sample', 'sample_dir', 'sample',
-           'read_trips', 'ride_minutes', 'prepare', 'sha256', 'load']
+           'MIN_MINUTES', 'MAX_MINUTES', 'MIN_TRAIN_ROWS', 'parse_spec', 'DownloadUnavailable', 'data_dir', 'tlc_url',
+           'check_file', 'download', 'fetch_misc', 'resolve', 'make_sample', 'sample_dir', 'sample', 'read_trips',
+           'ride_minutes', 'prepare', 'sha256', 'load']
 
 # %% ../nbs/01_data.ipynb #1ed3547d
 SERVICES = {'green': (2013, 8), 'yellow': (2009, 1)}  # service -> first published (year, month)
@@ -171,7 +172,6 @@ def sample(month: Path  # a cached TLC month file
 
 # %% ../nbs/01_data.ipynb #063f1f1e
 COLUMNS = ['pickup_datetime', 'dropoff_datetime', 'PULocationID', 'DOLocationID', 'trip_distance']
-NYC = 'America/New_York'  # the time zone of every TLC timestamp
 _PREFIXES = ('lpep_', 'tpep_', '')
 
 def _column_map(names, required=COLUMNS) -> dict:
@@ -225,10 +225,10 @@ def ride_minutes(frame: pd.DataFrame  # rides with pickup_datetime and dropoff_d
 # %% ../nbs/01_data.ipynb #4f8ba31a
 def prepare(df: pd.DataFrame,    # raw trips with our column names
             min_minutes: float=MIN_MINUTES, max_minutes: float=MAX_MINUTES) -> pd.DataFrame:
-    "Add `duration` (minutes) and keep rides of `min_minutes`..`max_minutes` with usable features."
+    "Add `duration` (minutes) and keep rides of `min_minutes`..`max_minutes` inside the ride contract, with a distance."
     df = df.copy()
     df['duration'] = ride_minutes(df)
-    usable = df[['PULocationID', 'DOLocationID', 'trip_distance']].notna().all(axis=1)
+    usable = df.trip_distance.notna() & (check_table(df).reason == '')
     df = df[df.duration.between(min_minutes, max_minutes) & usable]
     return df.astype({'PULocationID': 'int64', 'DOLocationID': 'int64', 'trip_distance': 'float64'})
 

@@ -14,15 +14,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from .core import TaxiDurationError
 from . import zones
+from .rides import REQUIRED_COLUMNS, RIDE_COLUMNS
 
 # %% auto #0
-__all__ = ['FEATURE_KINDS', 'RIDE_COLUMNS', 'REQUIRED_COLUMNS', 'ZONES_TIME', 'DISTANCE', 'GEOMETRY', 'ride_records',
-           'ZoneGeometry', 'ZoneMeanEncoder', 'int32_indices', 'make_featurizer', 'mask_distance', 'featurize']
+__all__ = ['FEATURE_KINDS', 'ZONES_TIME', 'DISTANCE', 'GEOMETRY', 'ride_records', 'ZoneGeometry', 'ZoneMeanEncoder',
+           'int32_indices', 'make_featurizer', 'mask_distance', 'featurize']
 
 # %% ../nbs/02_features.ipynb #54787442
 FEATURE_KINDS = ('course', 'zones_time')
-RIDE_COLUMNS = ['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']  # what a request carries
-REQUIRED_COLUMNS = ['PULocationID', 'DOLocationID', 'pickup_datetime']  # trip_distance is optional
 ZONES_TIME = ['DO', 'PU', 'PU_DO', 'hour', 'trip_distance', 'weekday']  # DictVectorizer sorts names
 DISTANCE = ZONES_TIME.index('trip_distance')  # its column in the zones_time matrix
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .core import TaxiDurationError, atomic_path
-from .features import RIDE_COLUMNS
+from .rides import RIDE_COLUMNS
 from dataclasses import replace
 from .checks import MonitorResult, Thresholds, drift_checks, fired, judged, rejected_checks, window_stats
 from .profiles import Reference, monitor_frame, monitoring_dir, profile, read_view, rows

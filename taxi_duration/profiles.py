@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import MODEL_NAME, TaxiDurationError, disable_telemetry
-from .features import RIDE_COLUMNS
+from .rides import RIDE_COLUMNS
 
 # %% auto #0
 __all__ = ['ZONES', 'NUMERIC', 'FEATURES', 'PREDICTION', 'TARGET', 'REFERENCE_DIR', 'monitoring_dir', 'zone_strings',

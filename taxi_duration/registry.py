@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import MODEL_NAME, TaxiDurationError, forbid_pickle, retry_busy, store_lock, tracking_uri
-from .features import RIDE_COLUMNS
+from .rides import RIDE_COLUMNS
 from .train import metrics
 
 # %% auto #0

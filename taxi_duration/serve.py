@@ -7,143 +7,32 @@ from __future__ import annotations
 import gc, json, logging, math, os, re, sys, threading, time, datetime as dt
 from pathlib import Path
 from typing import NamedTuple
-from zoneinfo import ZoneInfo
 import numpy as np
 from flask import Flask, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 from fastcore.basics import patch_to  # nbdev's own helper: one class told over several cells
 import taxi_duration
 from .core import MODEL_NAME, TaxiDurationError, tracking_uri
-from .features import RIDE_COLUMNS
+from .rides import MAX_RIDES, RIDE_COLUMNS, Ride, check_rides, describe, ride_inputs
 from .train import Prediction, predict
 
 # %% auto #0
-__all__ = ['MAX_RIDES', 'MAX_BODY_BYTES', 'ZONE_MIN', 'ZONE_MAX', 'MAX_TRIP_MILES', 'PICKUP_YEARS', 'NYC', 'log', 'DEFAULT_URI',
-           'STATIC', 'APP_LOAD_ERROR', 'GIL_SWITCH_SECONDS', 'GUNICORN_ARGS', 'check_zone', 'check_distance', 'now_nyc',
-           'check_pickup', 'check_ride_id', 'Ride', 'check_ride', 'check_rides', 'decode_body', 'TreeliteTrees',
-           'RideRecords', 'DenseVectorizer', 'PairGeometry', 'accelerate', 'zone_documents', 'Served', 'check_served',
-           'Pinned', 'resolve_uri', 'model_cache_dir', 'last_good', 'load_served', 'Champion', 'answer',
-           'rides_carried', 'create_app', 'refresh_seconds_from_env', 'app_from_env', 'or_exit', 'settle_heap',
-           'app_or_exit', 'listen_address', 'run', 'run_or_exit']
+__all__ = ['MAX_BODY_BYTES', 'log', 'DEFAULT_URI', 'STATIC', 'APP_LOAD_ERROR', 'GIL_SWITCH_SECONDS', 'GUNICORN_ARGS',
+           'decode_body', 'TreeliteTrees', 'RideRecords', 'DenseVectorizer', 'PairGeometry', 'accelerate',
+           'zone_documents', 'Served', 'check_served', 'Pinned', 'resolve_uri', 'model_cache_dir', 'last_good',
+           'load_served', 'Champion', 'answer', 'rides_carried', 'create_app', 'refresh_seconds_from_env',
+           'app_from_env', 'or_exit', 'settle_heap', 'app_or_exit', 'listen_address', 'run', 'run_or_exit']
 
 # %% ../nbs/06_serve.ipynb #8763ad86
-MAX_RIDES = 1000          # rides in one request
 MAX_BODY_BYTES = 1 << 20  # request size cap: 1,000 pretty-printed rides take ~200 KB
-ZONE_MIN, ZONE_MAX = 1, 265
-MAX_TRIP_MILES = 100.0
-PICKUP_YEARS = (2000, 2100)       # [first, last) year accepted for a pickup
-NYC = ZoneInfo('America/New_York')  # TLC times are New York local times
-_MISSING = object()
 log = logging.getLogger('taxi_duration.serve')
-
-def _show(value) -> str:
-    "A short description of a user's value, for an error message."
-    if value is _MISSING: return 'nothing'
-    if value is None: return 'null'
-    if isinstance(value, bool): return 'true' if value else 'false'
-    if isinstance(value, (list, tuple)): return 'a list'
-    if isinstance(value, dict): return 'an object'
-    s = json.dumps(value) if isinstance(value, str) else repr(value)
-    return s if len(s) <= 40 else s[:37] + '...'
-
-def _is_number(value) -> bool:
-    "Whether a JSON value is a number (booleans are not)."
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-# %% ../nbs/06_serve.ipynb #6c43a3eb
-def check_zone(value,       # what the client sent
-               field: str   # PULocationID or DOLocationID
-              ) -> int:
-    "A TLC zone ID, or an error naming `field`."
-    if isinstance(value, int) and not isinstance(value, bool) and ZONE_MIN <= value <= ZONE_MAX: return value
-    raise TaxiDurationError(f'{field} must be an integer zone ID from {ZONE_MIN} to {ZONE_MAX}, got {_show(value)}',
-                            field)
-
-# %% ../nbs/06_serve.ipynb #fac146a2
-def check_distance(value,                      # what the client sent
-                   field: str='trip_distance'):
-    "A trip distance in miles, or an error naming `field`."
-    if not _is_number(value): raise TaxiDurationError(f'{field} must be a number of miles, got {_show(value)}', field)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise TaxiDurationError(f'{field} must be a finite number of miles, got {_show(value)}', field)
-    if not 0 <= value <= MAX_TRIP_MILES:
-        raise TaxiDurationError(f'{field} must be between 0 and {MAX_TRIP_MILES:g} miles, got {_show(value)}', field)
-    return float(value)
-
-# %% ../nbs/06_serve.ipynb #31420b0f
-def now_nyc() -> dt.datetime:
-    "The current New York local time (naive, like the TLC data)."
-    return dt.datetime.now(NYC).replace(tzinfo=None)
-
-def check_pickup(value,                       # ISO 8601 string, None or missing
-                 now: dt.datetime|None=None,  # the time a missing pickup means (default: now in New York)
-                 field: str='pickup_datetime') -> dt.datetime:
-    "A naive New York pickup time from an ISO 8601 string (None/missing: `now`)."
-    if value is None or value is _MISSING: return now or now_nyc()
-    hint = 'an ISO 8601 date-time like "2021-03-05T08:30:00"'
-    bad = TaxiDurationError(f'{field} must be {hint}, got {_show(value)}', field)
-    if not isinstance(value, str) or len(value) > 40: raise bad
-    try:
-        t = dt.datetime.fromisoformat(value)
-        if t.tzinfo is not None: t = t.astimezone(NYC).replace(tzinfo=None)
-    except (ValueError, OverflowError): raise bad from None
-    if not PICKUP_YEARS[0] <= t.year < PICKUP_YEARS[1]:
-        raise TaxiDurationError(f'{field} must be in the years {PICKUP_YEARS[0]}-{PICKUP_YEARS[1] - 1}, '
-                                f'got {_show(value)}', field)
-    return t
-
-# %% ../nbs/06_serve.ipynb #0351425e
-def check_ride_id(value, field: str='ride_id'):
-    "A ride ID to echo back: a short string or an integer."
-    if isinstance(value, str) and 0 < len(value) <= 128: return value
-    if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63: return value
-    raise TaxiDurationError(f'{field} must be a string of 1-128 characters or an integer, got {_show(value)}', field)
-
-# %% ../nbs/06_serve.ipynb #6eef5232
-class Ride(NamedTuple):
-    "A checked ride: the model's input, and the caller's ID (or None)."
-    ride: dict      # RIDE_COLUMNS -> checked value
-    ride_id: object # what the caller sent as ride_id, or None
-
-def check_ride(obj,                          # one decoded JSON value
-               now: dt.datetime|None=None    # what a missing pickup time means
-              ) -> Ride:
-    "A checked ride from one JSON object."
-    if not isinstance(obj, dict): raise TaxiDurationError(f'a ride must be a JSON object, got {_show(obj)}')
-    missing = [f for f in ('PULocationID', 'DOLocationID') if f not in obj]
-    if missing: raise TaxiDurationError(f"missing field{'s' * (len(missing) > 1)} {', '.join(missing)}: a ride needs "
-                                        'PULocationID, DOLocationID (zone IDs 1-265) and optionally '
-                                        'pickup_datetime, trip_distance (miles), ride_id', missing[0])
-    distance = obj.get('trip_distance')
-    ride = {'PULocationID': check_zone(obj['PULocationID'], 'PULocationID'),
-            'DOLocationID': check_zone(obj['DOLocationID'], 'DOLocationID'),
-            'trip_distance': None if distance is None else check_distance(distance),
-            'pickup_datetime': check_pickup(obj.get('pickup_datetime'), now)}
-    rid = obj.get('ride_id', _MISSING)
-    return Ride(ride, None if rid is _MISSING else check_ride_id(rid))
-
-# %% ../nbs/06_serve.ipynb #03138bd9
-def check_rides(payload,                     # the decoded body
-                now: dt.datetime|None=None   # what a missing pickup time means (default: now, once per request)
-               ) -> tuple[list[Ride], bool]:
-    "Checked rides from a decoded body, and whether it was a list."
-    if isinstance(payload, dict): return [check_ride(payload, now)], False
-    if not isinstance(payload, list):
-        raise TaxiDurationError(f'the body must be a JSON object (one ride) or a list of rides, got {_show(payload)}')
-    if not 1 <= len(payload) <= MAX_RIDES:
-        raise TaxiDurationError(f'a list must hold 1 to {MAX_RIDES} rides, got {len(payload)}')
-    now, out = now or now_nyc(), []
-    for i, obj in enumerate(payload):
-        try: out.append(check_ride(obj, now))
-        except TaxiDurationError as e: raise TaxiDurationError(f'ride {i}: {e}', e.field) from None
-    return out, True
 
 # %% ../nbs/06_serve.ipynb #ec006b13
 def _no_duplicates(pairs: list) -> dict:
     "A JSON object's dict, refusing a key given twice."
     out = {}
     for k, v in pairs:
-        if k in out: raise TaxiDurationError(f'{_show(k)} is given twice in one object: send each field once',
+        if k in out: raise TaxiDurationError(f'{describe(k)} is given twice in one object: send each field once',
                                              k if k in RIDE_COLUMNS + ['ride_id'] else None)
         out[k] = v
     return out
@@ -257,8 +146,8 @@ def _twin(step):
 
 def _features(pipe, rides: list[dict]) -> np.ndarray:
     "The matrix `pipe`'s steps before the model make of `rides` (as `train.predict` runs them)."
-    from taxi_duration.train import _clean_records, model_features
-    return np.asarray(model_features(pipe, [x for x in _clean_records(rides)[0] if x is not None]))
+    from taxi_duration.train import model_features
+    return np.asarray(model_features(pipe, [x for x in ride_inputs(rides).rides if x is not None]))
 
 def _tree_model(model):
     "The HistGradientBoostingRegressor that predicts for `model` (a pipeline), or None."

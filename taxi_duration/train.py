@@ -15,14 +15,15 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import Lasso, LinearRegression, Ridge
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 from sklearn.pipeline import Pipeline
-from .data import NYC
+from .data import MIN_MINUTES
 from .core import EXPERIMENT, TaxiDurationError, ensure_experiment, git_commit, tracking_uri
-from .features import DISTANCE, RIDE_COLUMNS, featurize, make_featurizer, mask_distance
+from .features import DISTANCE, featurize, make_featurizer, mask_distance
+from .rides import RIDE_COLUMNS, ride_inputs
 
 # %% auto #0
-__all__ = ['MODELS', 'DEFAULT_MODEL', 'DEFAULT_ALPHA', 'SKOPS_TRUSTED', 'check_model', 'parse_alphas', 'IntervalRegressor',
-           'make_estimator', 'metrics', 'interval_metrics', 'plot_predictions', 'fit_candidate', 'Prediction',
-           'model_features', 'predict', 'log_provenance', 'log_candidate', 'train_and_log']
+__all__ = ['MODELS', 'DEFAULT_MODEL', 'DEFAULT_ALPHA', 'SKOPS_TRUSTED', 'check_model', 'parse_alphas', 'floored',
+           'IntervalRegressor', 'make_estimator', 'metrics', 'interval_metrics', 'plot_predictions', 'fit_candidate',
+           'Prediction', 'model_features', 'predict', 'log_provenance', 'log_candidate', 'train_and_log']
 
 # %% ../nbs/03_train.ipynb #927e534c
 MODELS = {'linear': 'course', 'lasso': 'course', 'ridge': 'course', 'gbm': 'zones_time'}  # model -> feature kind
@@ -50,6 +51,14 @@ def parse_alphas(model: str, alpha=None) -> list:
     return out
 
 # %% ../nbs/03_train.ipynb #f2016c50
+def floored(minutes,          # predicted minutes
+            p10=np.nan,       # the low end of their range (NaN: no range)
+            p90=np.nan        # the high end
+           ) -> tuple:
+    "Answers no shorter than the training window's floor (`MIN_MINUTES`), each point inside its own range."
+    m = np.maximum(minutes, MIN_MINUTES)
+    return m, np.minimum(np.maximum(p10, MIN_MINUTES), m), np.maximum(p90, m)
+
 class IntervalRegressor(RegressorMixin, BaseEstimator):
     "`estimator` plus split-conformal [p10, p90]: residual quantiles per decile of prediction, distance given or not."
     def __init__(self, estimator,              # the regressor (unfitted)
@@ -64,7 +73,7 @@ class IntervalRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X):
-        return self.estimator_.predict(X)
+        return np.maximum(self.estimator_.predict(X), MIN_MINUTES)  # see `floored`
 
     def _groups(self, X) -> np.ndarray:
         "1 for rides without a distance, 0 otherwise."
@@ -90,11 +99,11 @@ def _calibrate(self: IntervalRegressor, X, y):
     return self
 
 def _predict_interval(self: IntervalRegressor, X) -> tuple:
-    "Predictions and their interval: (minutes, p10, p90); p10 is at least 0."
+    "Predictions and their interval: (minutes, p10, p90), floored, p10 <= minutes <= p90."
     pred, g = self.predict(X), self._groups(X)
     b = self.edges_[0].searchsorted(pred, side='right')  # each ride's bin in its group: rides with a distance
     if g.any(): b = np.where(g == 1, self.edges_[1].searchsorted(pred, side='right'), b)  # and without one
-    return pred, np.maximum(pred + self.low_[g, b], 0), pred + self.high_[g, b]
+    return floored(pred, pred + self.low_[g, b], pred + self.high_[g, b])
 
 IntervalRegressor.calibrate, IntervalRegressor.predict_interval = _calibrate, _predict_interval
 
@@ -165,55 +174,14 @@ def fit_candidate(feats: dict,   # featurize(): featurizer, kind, X_train, y_tra
 # %% ../nbs/03_train.ipynb #25fc3ee4
 class Prediction(NamedTuple):
     "Predictions for a batch of rides (numpy arrays, one entry per ride)."
-    minutes: np.ndarray       # predicted duration, NaN where the ride could not be answered
+    minutes: np.ndarray       # predicted duration, NaN where the ride is outside the ride contract
     p10: np.ndarray           # the 80 % range, minutes
     p90: np.ndarray
     used_distance: np.ndarray # bool: the ride's trip_distance went into the answer
 
-def _bad_distance(value, i: int):
-    raise TaxiDurationError(f"trip_distance must be a number >= 0 or empty, got {value!r} (ride {i})")
-
-def _clean_frame(rides: pd.DataFrame) -> tuple:
-    "A table of rides as the featuriser wants it, which rides can be answered, which carry a distance."
-    n = len(rides)
-    col = lambda c: rides[c].reset_index(drop=True) if c in rides else pd.Series([None] * n, dtype=object)
-    pu, do = pd.to_numeric(col('PULocationID'), errors='coerce'), pd.to_numeric(col('DOLocationID'), errors='coerce')
-    t = pd.to_datetime(col('pickup_datetime'), errors='coerce', format='mixed')
-    if getattr(t.dt, 'tz', None) is not None: t = t.dt.tz_convert(NYC).dt.tz_localize(None)
-    dist = pd.to_numeric(col('trip_distance'), errors='coerce').astype(float)
-    bad = (col('trip_distance').notna() & ~(np.isfinite(dist) & (dist >= 0))).to_numpy()
-    if bad.any(): _bad_distance(col('trip_distance').iloc[int(np.flatnonzero(bad)[0])], int(np.flatnonzero(bad)[0]))
-    ok = (pu.notna() & do.notna() & t.notna() & (pu % 1 == 0) & (do % 1 == 0)).to_numpy()
-    X = pd.DataFrame({'PULocationID': pu.fillna(0).astype(np.int64), 'DOLocationID': do.fillna(0).astype(np.int64),
-                      'trip_distance': dist, 'pickup_datetime': t})
-    return X, ok, dist.notna().to_numpy()
-
-# %% ../nbs/03_train.ipynb #24d34927
-def _clean_ride(r: dict, i: int) -> dict|None:
-    "One ride dict as the featuriser wants it; None if its zones or pickup time are unusable."
-    d = r.get('trip_distance')
-    if d is not None:
-        if isinstance(d, bool) or not isinstance(d, (int, float, np.number)) or not (math.isfinite(d) and d >= 0):
-            _bad_distance(d, i)
-    zone = lambda v: v is not None and not isinstance(v, bool) and isinstance(v, (int, float, np.number)) \
-        and math.isfinite(v) and v == int(v)
-    if not (zone(r.get('PULocationID')) and zone(r.get('DOLocationID'))): return None
-    try: t = pd.Timestamp(r.get('pickup_datetime'))
-    except (ValueError, TypeError): return None
-    if pd.isna(t): return None
-    if t.tzinfo is not None: t = t.tz_convert(NYC).tz_localize(None)
-    return {'PULocationID': int(r['PULocationID']), 'DOLocationID': int(r['DOLocationID']),
-            'trip_distance': None if d is None else float(d), 'pickup_datetime': t}
-
-def _clean_records(rides: list) -> tuple:
-    "_clean_frame for a list of ride dicts, without pandas (the service's one-ride path)."
-    X = [_clean_ride(r, i) if isinstance(r, dict) else None for i, r in enumerate(rides)]
-    ok = np.array([x is not None for x in X], dtype=bool)
-    return X, ok, np.array([x is not None and x['trip_distance'] is not None for x in X], dtype=bool)
-
 # %% ../nbs/03_train.ipynb #cb312b83
 def model_features(model,  # a fitted pipeline
-                   X):      # what its first step takes (clean rides)
+                   X):      # what its first step takes (`rides.ride_inputs(...).rides`)
     "The matrix the pipeline's steps before the model make of `X`, step by step (`model[:-1]`: a Pipeline per call)."
     for _, step in model.steps[:-1]: X = step.transform(X)
     return X
@@ -223,8 +191,8 @@ def predict(model,  # the logged pipeline (sklearn, or an MLflow pyfunc wrapping
            ) -> Prediction:
     "Minutes, the 80 % range and whether the distance was used, for every ride."
     if hasattr(model, 'get_raw_model'): model = model.get_raw_model()
-    frame = isinstance(rides, pd.DataFrame)
-    X, ok, given = _clean_frame(rides) if frame else _clean_records([rides] if isinstance(rides, dict) else list(rides))
+    X, ok, given = ride_inputs(rides)
+    frame = isinstance(X, pd.DataFrame)
     records = next((s for n, s in model.steps if n == 'records'), None)  # (`named_steps` builds a Bunch every call)
     if getattr(records, 'kw_args', {}).get('kind') == 'course': ok = ok & given
     answered = ok.any()
@@ -233,7 +201,7 @@ def predict(model,  # the logged pipeline (sklearn, or an MLflow pyfunc wrapping
         Xt = model_features(model, X if everyone else X[ok] if frame else [x for x, k in zip(X, ok) if k])
         last = model.steps[-1][1]
         # a model logged before intervals existed answers minutes only: its range is NaN, not a zero width
-        res = last.predict_interval(Xt) if hasattr(last, 'predict_interval') else (last.predict(Xt), np.nan, np.nan)
+        res = last.predict_interval(Xt) if hasattr(last, 'predict_interval') else floored(last.predict(Xt))
         if everyone and all(np.shape(r) == ok.shape for r in res):  # every ride answered (the service's case): as is
             return Prediction(*(np.asarray(r, dtype=float) for r in res), used_distance=given)
     out = [np.full(len(ok), np.nan) for _ in range(3)]

@@ -22,7 +22,8 @@ def log_good(rides, experiment: str = 'tests') -> str:
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import Pipeline
     from taxi_duration.core import ensure_experiment
-    from taxi_duration.features import RIDE_COLUMNS, make_featurizer
+    from taxi_duration.features import make_featurizer
+    from taxi_duration.rides import RIDE_COLUMNS
     from taxi_duration.train import SKOPS_TRUSTED
     pipe = Pipeline(list(make_featurizer('course').steps) + [('model', LinearRegression())])
     pipe.fit(rides[RIDE_COLUMNS], rides.duration)

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from taxi_duration import serve
+from taxi_duration.rides import check_pickup, now_nyc
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 DRIVER = shutil.which('chromedriver')
@@ -128,7 +129,7 @@ def test_default_time_is_now(server, browser):
     d.get(server['url'] + '/')
     _wait(d, lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-ready') == 'true')
     shown = d.find_element(By.ID, 'pickup').get_attribute('value')
-    now = serve.now_nyc()
-    assert abs((serve.check_pickup(shown) - now).total_seconds()) < 180, (shown, now)
+    now = now_nyc()
+    assert abs((check_pickup(shown) - now).total_seconds()) < 180, (shown, now)
     d.find_element(By.ID, 'predict').click()
     _wait(d, lambda d: 'min' in d.find_element(By.ID, 'result').text)

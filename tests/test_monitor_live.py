@@ -17,7 +17,7 @@ import pytest
 
 from taxi_duration import alerts, checks, live, profiles
 from taxi_duration.data import load
-from taxi_duration.features import RIDE_COLUMNS
+from taxi_duration.rides import RIDE_COLUMNS
 
 from monitor_fixtures import SHARED_DATA, run_cli, sample_file
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from taxi_duration.features import RIDE_COLUMNS
+from taxi_duration.rides import RIDE_COLUMNS
 from taxi_duration.train import interval_metrics, metrics, predict
 
 from conftest import FULL_MONTHS, SHARED_DATA

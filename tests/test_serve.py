@@ -17,6 +17,7 @@ import requests
 
 from conftest import copy_store
 from taxi_duration import serve
+from taxi_duration.rides import MAX_TRIP_MILES, now_nyc
 from taxi_duration.core import MODEL_NAME, TaxiDurationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +68,7 @@ def test_list_same_order_as_batch(client, small_model):
     "A list is answered in order, with the same numbers the batch path gives (one feature path)."
     from taxi_duration.data import load
     df, _ = load('green:2021-03')
-    df = df[df.trip_distance <= serve.MAX_TRIP_MILES].head(300)
+    df = df[df.trip_distance <= MAX_TRIP_MILES].head(300)
     rides = [dict(PULocationID=int(a), DOLocationID=int(b), trip_distance=float(d), pickup_datetime=t.isoformat(), ride_id=i)
              for i, (a, b, d, t) in enumerate(df[['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']].itertuples(index=False))]
     r = client.post('/predict', json=rides)
@@ -79,11 +80,11 @@ def test_list_same_order_as_batch(client, small_model):
 
 
 def test_pickup_defaults_to_now_in_new_york(client):
-    before = serve.now_nyc()
+    before = now_nyc()
     r = client.post('/predict', json={k: v for k, v in RIDE.items() if k != 'pickup_datetime'})
     assert r.status_code == 200
     t = dt.datetime.fromisoformat(r.json['pickup_datetime'])
-    assert before <= t <= serve.now_nyc()
+    assert before <= t <= now_nyc()
     assert client.post('/predict', json=dict(RIDE, pickup_datetime=None)).status_code == 200
 
 
