@@ -165,7 +165,7 @@ def _surely_inside(rides: pd.DataFrame) -> np.ndarray:
     for z in ZONES:
         v = _numbers(rides[z])
         if v is None: return no
-        ok &= (v >= ZONE_MIN) & (v <= ZONE_MAX) & (v % 1 == 0)  # NaN fails every comparison
+        with np.errstate(invalid='ignore'): ok &= (v >= ZONE_MIN) & (v <= ZONE_MAX) & (v % 1 == 0)  # NaN fails them all
     if 'trip_distance' in rides:
         d = _numbers(rides['trip_distance'])
         if d is None: return no

@@ -50,6 +50,11 @@ SCORE_COLUMNS = ['ride_id', 'pickup_datetime', 'PULocationID', 'DOLocationID', '
                  'predicted_duration', 'predicted_p10', 'predicted_p90', 'used_distance', 'model_version', 'reason',
                  'field']
 
+def _zone_ids(col: pd.Series) -> np.ndarray:
+    "A zone column as integers, <NA> where it holds no whole number (the reason says what it held)."
+    v = pd.to_numeric(col, errors='coerce')
+    with np.errstate(invalid='ignore'): return v.where((v % 1 == 0) & (v.abs() < 2**53)).astype('Int64').to_numpy()
+
 def score_frame(served: Served,          # the model and its version
                 rides: pd.DataFrame,     # from read_rides
                 prefix: str              # ride IDs are prefix_row
@@ -63,8 +68,7 @@ def score_frame(served: Served,          # the model and its version
     seconds = time.perf_counter() - t0
     out = pd.DataFrame({'ride_id': prefix + '_' + rides.index.astype(str),
                         'pickup_datetime': rides['pickup_datetime'].to_numpy(),
-                        'PULocationID': pd.to_numeric(rides['PULocationID']).astype('Int64').to_numpy(),
-                        'DOLocationID': pd.to_numeric(rides['DOLocationID']).astype('Int64').to_numpy(),
+                        'PULocationID': _zone_ids(rides['PULocationID']), 'DOLocationID': _zone_ids(rides['DOLocationID']),
                         'trip_distance': pd.to_numeric(rides.get('trip_distance', np.nan), errors='coerce')})
     out['actual_duration'] = ride_minutes(rides).to_numpy() if 'dropoff_datetime' in rides else np.nan
     for col, values in zip(('predicted_duration', 'predicted_p10', 'predicted_p90'), p[:3]):
