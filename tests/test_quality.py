@@ -44,7 +44,9 @@ def test_validation_rmse_with_distance(fitted):
 
 def test_march_answers_every_ride_and_says_which_used_the_distance(fitted):
     p, n = fitted['march'], len(fitted['months']['03'])
-    assert np.isfinite(p.minutes).all() and p.used_distance[:n].all() and not p.used_distance[n:].any()
+    assert np.isfinite(p.minutes).all()
+    assert p.used_distance[:n].all()
+    assert not p.used_distance[n:].any()
 
 
 def test_coverage_overall(fitted):
@@ -77,7 +79,9 @@ def test_pairs_never_seen_together_get_sensible_answers(fitted):
     rmse = metrics(new.duration, p.minutes)['rmse']
     baseline = metrics(new.duration, np.full(len(new), jan.duration.mean()))['rmse']
     print(f'{len(new):,} March rides on unseen pairs: RMSE {rmse:.2f} without distance (mean-only {baseline:.2f})')
-    assert len(new) > 100 and np.isfinite(p.minutes).all() and rmse < 0.7 * baseline
+    assert len(new) > 100
+    assert np.isfinite(p.minutes).all()
+    assert rmse < 0.7 * baseline
 
 
 def test_the_logged_model_predicts_what_was_measured_before_logging(fitted):

@@ -10,7 +10,7 @@ from taxi_duration import score as scoring
 from taxi_duration.core import TaxiDurationError
 
 COLUMNS = ['ride_id', 'pickup_datetime', 'PULocationID', 'DOLocationID', 'trip_distance', 'actual_duration',
-           'predicted_duration', 'predicted_p10', 'predicted_p90', 'used_distance', 'model_version', 'reason']
+           'predicted_duration', 'predicted_p10', 'predicted_p90', 'used_distance', 'model_version', 'reason', 'field']
 
 
 def score(*argv, out=print) -> int:
@@ -39,7 +39,9 @@ def test_score_csv_and_file_without_dropoff(champion_env, march, tmp_path):
     rides.to_csv(src, index=False)
     assert score('--data', str(src), '--output', str(tmp_path / 'out.csv')) == 0
     df = pd.read_csv(tmp_path / 'out.csv')
-    assert len(df) == 50 and df.actual_duration.isna().all() and df.ride_id.iloc[3] == 'to_score_3'
+    assert len(df) == 50
+    assert df.actual_duration.isna().all()
+    assert df.ride_id.iloc[3] == 'to_score_3'
     full, _ = scoring.score_data('green:2021-03')
     np.testing.assert_allclose(df.predicted_duration, full.predicted_duration.head(50), rtol=1e-12)
 
@@ -52,10 +54,13 @@ def test_a_file_without_distances_is_scored_from_zones_and_times(champion_env, m
     gaps.loc[gaps.index[::2], 'trip_distance'] = np.nan
     gaps.to_parquet(tmp_path / 'gaps.parquet')
     none, s = scoring.score_data(str(tmp_path / 'none.parquet'))
-    assert s.scored == 200 and not none.used_distance.any()
-    assert (none.predicted_p10 <= none.predicted_duration).all() and (none.predicted_duration <= none.predicted_p90).all()
+    assert s.scored == 200
+    assert not none.used_distance.any()
+    assert (none.predicted_p10 <= none.predicted_duration).all()
+    assert (none.predicted_duration <= none.predicted_p90).all()
     half, s = scoring.score_data(str(tmp_path / 'gaps.parquet'))
-    assert s.scored == 200 and half.used_distance.tolist() == [i % 2 == 1 for i in range(200)]
+    assert s.scored == 200
+    assert half.used_distance.tolist() == [i % 2 == 1 for i in range(200)]
     np.testing.assert_allclose(half.predicted_duration[::2], none.predicted_duration[::2], rtol=1e-12)
 
 
@@ -66,10 +71,16 @@ def test_rides_the_service_would_refuse_are_written_with_a_reason(champion_env, 
     raw.loc[7, 'trip_distance'] = 60_382.0
     raw.to_parquet(tmp_path / 'green_tripdata_2021-03.parquet')
     df, info = scoring.score_data(str(tmp_path / 'green_tripdata_2021-03.parquet'))
-    assert info.rows == 10 and info.scored == 7 and len(df) == 10
-    assert df.reason[[2, 5, 7]].tolist() == ['PULocationID missing', 'DOLocationID not a zone ID 1-265',
-                                             'trip_distance outside 0-100 miles']
-    assert df.predicted_duration[[2, 5, 7]].isna().all() and (df.reason.drop([2, 5, 7]) == '').all()
+    assert info.rows == 10
+    assert info.scored == 7
+    assert len(df) == 10
+    assert df.field[[2, 5, 7]].tolist() == ['PULocationID', 'DOLocationID', 'trip_distance']
+    assert df.reason[[2, 5, 7]].tolist() == ['PULocationID must be an integer zone ID from 1 to 265, got null',
+                                             'DOLocationID must be an integer zone ID from 1 to 265, got 300',
+                                             'trip_distance must be between 0 and 100 miles, got 60382.0']
+    assert df.predicted_duration[[2, 5, 7]].isna().all()
+    assert (df.reason.drop([2, 5, 7]) == '').all()
+    assert (df.field.drop([2, 5, 7]) == '').all()
 
 
 @pytest.mark.parametrize('argv,fragment', [
@@ -97,9 +108,13 @@ def test_score_full_month(champion_env, full_data_dir, tmp_path):
     assert score('--data', 'green:2021-03', '--output', str(tmp_path / 'preds.parquet'), out=said.append) == 0
     wall = time.perf_counter() - t0
     df = pd.read_parquet(tmp_path / 'preds.parquet')
-    assert list(df.columns) == COLUMNS and len(df) == 83_827 and df.ride_id.iloc[0] == '2021/03_0' and df.ride_id.is_unique
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 83_827
+    assert df.ride_id.iloc[0] == '2021/03_0'
+    assert df.ride_id.is_unique
     assert (df.model_version == champion_env['version']).all()
     assert df.predicted_duration.notna().sum() == 83_803  # 24 rides claim more than 100 miles
-    assert said[0].startswith('scored 83,803 of 83,827 rides of green:2021-03') and 'outside 0-100 miles' in said[1]
+    assert said[0].startswith('scored 83,803 of 83,827 rides of green:2021-03')
+    assert said[1].startswith('not scored: 24 ride(s) for their trip_distance, e.g. trip_distance must be between 0 and 100 miles')
     assert [p.name for p in tmp_path.iterdir()] == ['preds.parquet']  # no temp file left behind
     assert wall < 60

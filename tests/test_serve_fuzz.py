@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from taxi_duration import serve
+from taxi_duration.data import MIN_MINUTES
 
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
 FIELDS = ['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime', 'ride_id']
@@ -71,10 +72,12 @@ methods = st.sampled_from(['POST'] * 8 + ['GET', 'PUT', 'PATCH', 'DELETE'])
 
 def check_answer(payload, answer):
     "A 200 answer to a ride has the model's minutes and version, and echoes the ride's ID."
-    assert isinstance(answer['duration'], float) and math.isfinite(answer['duration'])
-    assert answer['model_version'] and dt.datetime.fromisoformat(answer['pickup_datetime'])
+    assert isinstance(answer['duration'], float)
+    assert math.isfinite(answer['duration'])
+    assert answer['model_version']
+    assert dt.datetime.fromisoformat(answer['pickup_datetime'])
     lo, hi = answer['interval']
-    assert 0 <= lo <= answer['duration'] <= hi
+    assert MIN_MINUTES <= lo <= answer['duration'] <= hi  # no answer below the training window's minute
     assert answer['used_distance'] is (payload.get('trip_distance') is not None)
     if 'ride_id' in payload: assert answer['ride_id'] == payload['ride_id']
 
@@ -85,9 +88,12 @@ def check_request(client, body, content_type, method):
     assert r.status_code < 500, (r.status_code, r.data[:300])
     assert r.mimetype == 'application/json'
     if r.status_code >= 400:
-        assert set(r.json) <= {'error', 'field'} and isinstance(r.json['error'], str) and 0 < len(r.json['error']) < 500
+        assert set(r.json) <= {'error', 'field'}
+        assert isinstance(r.json['error'], str)
+        assert 0 < len(r.json['error']) < 500
         return
-    assert method == 'POST' and r.status_code == 200
+    assert method == 'POST'
+    assert r.status_code == 200
     payload = json.loads(body)
     if isinstance(payload, list):
         assert len(r.json) == len(payload)

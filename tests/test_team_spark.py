@@ -55,6 +55,7 @@ def test_spark_equals_pandas(store, spark, monkeypatch):
     for c in ('predicted_duration', 'predicted_p10', 'predicted_p90'):  # exactly; a refused ride is NaN on both
         assert np.array_equal(m[c].to_numpy(float), m[c + '_spark'].to_numpy(float), equal_nan=True), c
     assert (m.reason == m.reason_spark).all()
+    assert (m.field == m.field_spark).all()
 
 
 def test_dataset_is_partitioned_by_source(store):
@@ -103,11 +104,14 @@ def test_bad_file_inside_a_task_is_one_clear_error(store, spark):
     pd.DataFrame({'x': [1, 2]}).to_parquet(bad)
     with pytest.raises(TaxiDurationError) as e:
         score_spark([str(bad)], store['tmp'] / 'bad-out', spark=spark)
-    assert '{e}' not in str(e.value) and len(str(e.value).splitlines()) == 1 and not (store['tmp'] / 'bad-out').exists()
+    assert '{e}' not in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+    assert not (store['tmp'] / 'bad-out').exists()
 
 
 def test_pandas_engine_refuses_many_data(store, capsys):
     from taxi_duration.cli import main
     rc = main(['score', '--data', str(store['files']['2021-02']), '--data', str(store['files']['2021-03']),
                '--output', str(store['tmp'] / 'p.parquet')])
-    assert rc == 2 and 'several go with --engine spark' in capsys.readouterr().err
+    assert rc == 2
+    assert 'several go with --engine spark' in capsys.readouterr().err
