@@ -61,7 +61,7 @@ def check_distance(value,                      # what the client sent
         raise TaxiDurationError(f'{field} must be between 0 and {MAX_TRIP_MILES:g} miles, got {describe(value)}', field)
     return float(value)
 
-# %% ../nbs/01b_rides.ipynb #3c921b4b
+# %% ../nbs/01b_rides.ipynb #9f01cd2d
 def now_nyc() -> dt.datetime:
     "The current New York local time (naive, like the TLC data)."
     return dt.datetime.now(NYC).replace(tzinfo=None)
@@ -71,13 +71,13 @@ def check_pickup(value,                       # ISO 8601 string or a datetime, N
                  field: str='pickup_datetime') -> dt.datetime:
     "A naive New York pickup time from an ISO 8601 string or a datetime (None/missing: `now`)."
     if value is None or value is _MISSING: return now or now_nyc()
-    hint = 'an ISO 8601 date-time like "2021-03-05T08:30:00"'
-    bad = TaxiDurationError(f'{field} must be {hint}, got {describe(value)}', field)
-    if not isinstance(value, (str, dt.datetime)) or isinstance(value, str) and len(value) > 40: raise bad
+    bad = lambda: TaxiDurationError(f'{field} must be an ISO 8601 date-time like "2021-03-05T08:30:00", '
+                                    f'got {describe(value)}', field)  # built only when needed: a request's hot path
+    if not isinstance(value, (str, dt.datetime)) or isinstance(value, str) and len(value) > 40: raise bad()
     try:
         t = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
         if t.tzinfo is not None: t = t.astimezone(NYC).replace(tzinfo=None)
-    except (ValueError, OverflowError): raise bad from None
+    except (ValueError, OverflowError): raise bad() from None
     if not PICKUP_YEARS[0] <= t.year < PICKUP_YEARS[1]:
         raise TaxiDurationError(f'{field} must be in the years {PICKUP_YEARS[0]}-{PICKUP_YEARS[1] - 1}, '
                                 f'got {describe(value)}', field)
@@ -129,11 +129,11 @@ def check_rides(payload,                     # the decoded body
         except TaxiDurationError as e: raise TaxiDurationError(f'ride {i}: {e}', e.field) from None
     return out, True
 
-# %% ../nbs/01b_rides.ipynb #72ddc72a
+# %% ../nbs/01b_rides.ipynb #b15883b4
 def _plain(value, zone: bool=False):
     "A table's or a Python caller's value as the JSON value it stands for: a gap is None, a whole float in a zone column an int."
     t = type(value)
-    if t is int or t is str or value is None: return value
+    if t is int or t is str or t is dt.datetime or value is None: return value
     if t is float or isinstance(value, np.floating):
         if value != value: return None  # NaN
         return int(value) if zone and float(value).is_integer() else float(value)
@@ -146,7 +146,7 @@ def _row(record: dict) -> dict:
     "A table's row (or a Python caller's ride) as the JSON ride it stands for: the ride's fields only."
     return {k: _plain(record[k], k in ZONES) for k in RIDE_COLUMNS if k in record}
 
-# %% ../nbs/01b_rides.ipynb #3bb9290b
+# %% ../nbs/01b_rides.ipynb #fa69d6a6
 def _numbers(col: pd.Series) -> np.ndarray|None:
     "A column of numbers as floats (NaN for gaps), or None when it holds something else."
     if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col): return None
@@ -191,7 +191,7 @@ def check_table(rides: pd.DataFrame,          # RIDE_COLUMNS (trip_distance opti
         except TaxiDurationError as e: reason[i], field[i] = str(e), e.field or ''
     return pd.DataFrame({'reason': reason, 'field': field}, index=rides.index)
 
-# %% ../nbs/01b_rides.ipynb #bc10f482
+# %% ../nbs/01b_rides.ipynb #1301fe29
 class RideInputs(NamedTuple):
     "Rides as the featuriser takes them: a list of dicts or a DataFrame, one entry per ride given."
     rides: object             # list of clean ride dicts (None where refused) or a DataFrame of RIDE_COLUMNS
@@ -207,8 +207,8 @@ def _clean(obj, now) -> dict|None:
 def _dict_inputs(rides: list, now) -> RideInputs:
     if len(rides) > 1: now = now or now_nyc()  # one "now" for the whole batch
     X = [_clean(r, now) for r in rides]
-    ok = np.fromiter((x is not None for x in X), bool, len(X))
-    return RideInputs(X, ok, np.fromiter((x is not None and x['trip_distance'] is not None for x in X), bool, len(X)))
+    return RideInputs(X, np.array([x is not None for x in X], dtype=bool),
+                      np.array([x is not None and x['trip_distance'] is not None for x in X], dtype=bool))
 
 # %% ../nbs/01b_rides.ipynb #03e313a6
 def _table_inputs(rides: pd.DataFrame, now) -> RideInputs:
