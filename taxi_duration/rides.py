@@ -191,12 +191,12 @@ def check_table(rides: pd.DataFrame,          # RIDE_COLUMNS (trip_distance opti
         except TaxiDurationError as e: reason[i], field[i] = str(e), e.field or ''
     return pd.DataFrame({'reason': reason, 'field': field}, index=rides.index)
 
-# %% ../nbs/01b_rides.ipynb #1301fe29
+# %% ../nbs/01b_rides.ipynb #cbf8bff7
 class RideInputs(NamedTuple):
     "Rides as the featuriser takes them: a list of dicts or a DataFrame, one entry per ride given."
-    rides: object             # list of clean ride dicts (None where refused) or a DataFrame of RIDE_COLUMNS
-    answerable: np.ndarray    # bool: inside the contract
-    distance_given: np.ndarray # bool: inside the contract, with a distance
+    rides: object               # list of clean ride dicts (None where refused) or a DataFrame of RIDE_COLUMNS
+    answerable: np.ndarray      # bool: inside the contract
+    distance_given: np.ndarray  # bool: inside the contract, with a distance
 
 def _clean(obj, now) -> dict|None:
     "One ride as the featuriser takes it, or None when it is outside the contract."
@@ -205,13 +205,15 @@ def _clean(obj, now) -> dict|None:
     except TaxiDurationError: return None
 
 def _dict_inputs(rides: list, now) -> RideInputs:
+    "ride_inputs for a list of dicts: each ride through `check_ride`, in plain Python."
     if len(rides) > 1: now = now or now_nyc()  # one "now" for the whole batch
     X = [_clean(r, now) for r in rides]
     return RideInputs(X, np.array([x is not None for x in X], dtype=bool),
                       np.array([x is not None and x['trip_distance'] is not None for x in X], dtype=bool))
 
-# %% ../nbs/01b_rides.ipynb #03e313a6
+# %% ../nbs/01b_rides.ipynb #78bc9c2d
 def _table_inputs(rides: pd.DataFrame, now) -> RideInputs:
+    "ride_inputs for a DataFrame: whole columns for the rows surely inside, `check_ride` for the others."
     sure, n = _surely_inside(rides), len(rides)
     pu, do = (np.where(sure, np.nan_to_num(_numbers(rides[z])) if sure.any() else 0, 0).astype(np.int64) for z in ZONES)
     dist = (_numbers(rides['trip_distance']) if 'trip_distance' in rides and sure.any() else np.full(n, np.nan)).copy()
