@@ -154,5 +154,5 @@ def run_score(args, out=print) -> int:
     out(f"scored {s.scored:,} of {s.rows:,} rides of {data[0]} with {s.model_uri} in {s.seconds:.2f} s "
         f"(total {time.perf_counter() - t0:.1f} s){rmse} -> {args.output}")
     for field, n in s.refused.items():
-        out(f"not scored: {n:,} ride(s) for their {field}, e.g. {s.examples[field]} (see the reason column)")
+        out(f"not scored: {n:,} ride(s) for their {field}, e.g. {s.examples[field]} (see the reason and field columns)")
     return 0

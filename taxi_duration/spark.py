@@ -184,5 +184,5 @@ def run_score_spark(a) -> int:
     print(f"scored {r['scored']:,} of {r['rows']:,} rides of {len(data)} source(s) with {r['model_uri']} on "
           f"{r['master']} in {r['seconds']:.1f} s ({r['rides_per_second']:,.0f} rides/s) -> {r['output']}/source=...")
     if r['rows'] > r['scored']:
-        print(f"not scored: {r['rows'] - r['scored']:,} ride(s) the service would refuse (see the reason column)")
+        print(f"not scored: {r['rows'] - r['scored']:,} ride(s) the service would refuse (see the reason and field columns)")
     return 0
