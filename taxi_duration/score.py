@@ -11,7 +11,8 @@ import numpy as np, pandas as pd
 from .core import TaxiDurationError, atomic_path
 from .data import MAX_MINUTES, MIN_MINUTES, read_trips, resolve, ride_minutes
 from .features import REQUIRED_COLUMNS, RIDE_COLUMNS
-from .serve import DEFAULT_URI, MAX_TRIP_MILES, PICKUP_YEARS, ZONE_MAX, ZONE_MIN, Served, load_served
+from .serve import MAX_TRIP_MILES, PICKUP_YEARS, ZONE_MAX, ZONE_MIN
+from .served import DEFAULT_URI, LoadedModel, load_served
 from .train import Prediction, metrics, predict
 
 # %% auto #0
@@ -69,7 +70,7 @@ def predict_frame(model,                 # a fitted pipeline: rides -> minutes
 SCORE_COLUMNS = ['ride_id', 'pickup_datetime', 'PULocationID', 'DOLocationID', 'trip_distance', 'actual_duration',
                  'predicted_duration', 'predicted_p10', 'predicted_p90', 'used_distance', 'model_version', 'reason']
 
-def score_frame(served: Served,          # the model and its version
+def score_frame(served: LoadedModel,          # the model and its version
                 rides: pd.DataFrame,     # from read_rides
                 prefix: str              # ride IDs are prefix_row
                ) -> tuple[pd.DataFrame, float]:
@@ -126,7 +127,7 @@ class Scored:
     rmse: float|None        # on the scored rides of MIN_MINUTES..MAX_MINUTES with a drop-off time
     rides_in_window: int
 
-def summarize(out: pd.DataFrame, source, path, served: Served, seconds: float) -> Scored:
+def summarize(out: pd.DataFrame, source, path, served: LoadedModel, seconds: float) -> Scored:
     "The summary of `score_frame`'s output."
     usual = out.predicted_duration.notna() & out.actual_duration.between(MIN_MINUTES, MAX_MINUTES)
     rmse = metrics(out.actual_duration[usual], out.predicted_duration[usual])['rmse'] if usual.any() else None
