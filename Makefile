@@ -36,9 +36,9 @@ run: pipeline serve
 pipeline: install
 	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL)
 
-## serve the champion with gunicorn (2 threaded workers: serve.GUNICORN_ARGS) on $(HOST):$(PORT); live profiles go to $MONITORING_DIR (./monitoring)
+## serve the champion with gunicorn (production settings: gunicorn.conf.py) on $(HOST):$(PORT); live profiles go to $MONITORING_DIR (./monitoring)
 serve: install
-	$(BIN)/gunicorn $$($(BIN)/python -c 'from taxi_duration.serve import GUNICORN_ARGS; print(GUNICORN_ARGS)') -b $(HOST):$(PORT) app:app
+	$(BIN)/gunicorn -c gunicorn.conf.py -b $(HOST):$(PORT) app:app
 
 ## check a later month against the champion (exit 3 when an alert fires)
 monitor: install

@@ -5,7 +5,7 @@
 
 1. The hook itself: `LiveProfiler.record` for one ride against a no-op hook and against the
    naive alternative (`why.log` of a one-row frame per request), per call.
-2. The service: the same app (`serve.create_app`) under gunicorn with serve.GUNICORN_ARGS, without and with the
+2. The service: the same app (`serve.create_app`) under gunicorn with gunicorn.conf.py, without and with the
    profiler as its `on_predictions` hook, alternated (ABBA) in one run under the same `wrk` load;
    prints req/s, p99, the throughput cost (target: <= 5 %) and the CPU time per request of the
    gunicorn processes, which is far less sensitive to other load on the machine than req/s. After the runs it checks that
@@ -92,14 +92,13 @@ def champion_uri(tmp: Path) -> str:
 
 
 def serve_run(tmp: Path, uri: str, monitor: bool, seconds: int, mdir: Path) -> dict:
-    "Start gunicorn (serve.GUNICORN_ARGS), load it with wrk for `seconds`, stop it (SIGTERM); req/s, p99, requests."
+    "Start gunicorn (gunicorn.conf.py), load it with wrk for `seconds`, stop it (SIGTERM); req/s, p99, requests."
     import requests
     port = free_port()
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri, BENCH_MONITOR='1' if monitor else '0', MONITORING_DIR=str(mdir),
                PYTHONPATH=f'{tmp}{os.pathsep}{ROOT}', WHYLOGS_NO_ANALYTICS='1', MLFLOW_DISABLE_TELEMETRY='true')
     log = open(tmp / f'gunicorn-{int(monitor)}.log', 'a')
-    from taxi_duration.serve import GUNICORN_ARGS
-    proc = subprocess.Popen([str(BIN / 'gunicorn'), *GUNICORN_ARGS.split(), '-b', f'127.0.0.1:{port}', 'bench_app:app'],
+    proc = subprocess.Popen([str(BIN / 'gunicorn'), '-c', str(ROOT / 'gunicorn.conf.py'), '-b', f'127.0.0.1:{port}', 'bench_app:app'],
                             cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120

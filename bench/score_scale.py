@@ -94,7 +94,7 @@ def one(engine: str, master: str, n: int, model_uri: str, work: Path, settings=(
     srcs = [str(MONTHS[i % 3]) for i in range(n)]
     stop, jvm = threading.Event(), {}
     t = threading.Thread(target=jvm_peak, args=(stop, jvm), daemon=True); t.start()
-    from taxi_duration.serve import load_served
+    from taxi_duration.served import load_served
     t0, spark = time.perf_counter(), None
     load_served(model_uri)  # start-up for every engine: imports (mlflow, scikit-learn) and the model's local copy
     if engine == 'spark':

@@ -5,7 +5,7 @@
 
 In one run, with the same model (a registered champion) and the same load (`wrk`, Debian package
 `wrk`, bounded runs against 127.0.0.1), it compares
-  * ours:    gunicorn with serve.GUNICORN_ARGS app:app (as shipped, live whylogs monitoring included)
+  * ours:    gunicorn -c gunicorn.conf.py app:app (as shipped, live whylogs monitoring included)
   * ceiling: a Flask endpoint that parses the JSON ride and returns a constant, under the same gunicorn
              settings: what this stack can do on this machine at all
   * mlflow:  mlflow models serve -m models:/taxi-duration@champion --env-manager local -w 2
@@ -47,8 +47,9 @@ def predict():
 @app.get('/health')
 def health(): return {'status': 'ok'}
 """
-TRACE = """# gunicorn config written by bench/serve.py --trace: times the pauses of each worker
+TRACE = """# gunicorn config written by bench/serve.py --trace: the production settings, and the pauses of each worker timed
 import gc, os, sys, time
+exec(open(os.environ['BENCH_PRODUCTION_CONF']).read())  # gunicorn reads one config file: this one starts from the shipped one
 
 def post_worker_init(worker):
     profiler = getattr(sys.modules.get('app'), 'profiler', None)  # app.py's LiveProfiler, if it runs
@@ -245,10 +246,11 @@ def main():
         os.environ['MLFLOW_TRACKING_URI'] = uri
         env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow runs `uvicorn`
                    MONITORING_DIR=str(tmp / 'monitoring'))  # ours runs as shipped: live whylogs profiling on
-        from taxi_duration.serve import GUNICORN_ARGS
+        import runpy
         (tmp / 'ceiling.py').write_text(CEILING)
-        gunicorn = [str(BIN / 'gunicorn'), *GUNICORN_ARGS.split(), '-b', '127.0.0.1:{port}']
-        workers = int(re.search(r'-w (\d+)', GUNICORN_ARGS)[1])
+        conf = ROOT / 'gunicorn.conf.py'  # the production settings, for ours and the ceiling alike
+        gunicorn = [str(BIN / 'gunicorn'), '-c', str(conf), '-b', '127.0.0.1:{port}']
+        workers = runpy.run_path(str(conf))['workers']
         configs = [
             ('ours: gunicorn app:app', gunicorn + ['app:app'], env, '/health', '/predict', RIDE),
             ('ceiling: constant Flask endpoint', gunicorn + ['--chdir', str(tmp), 'ceiling:app'], env, '/health', '/predict', RIDE),
@@ -263,7 +265,7 @@ def main():
         trace_dir = tmp / 'trace'
         if a.trace:
             trace_dir.mkdir(); (tmp / 'trace.py').write_text(TRACE)
-            configs = [(n, c[:1] + ['-c', str(tmp / 'trace.py')] + c[1:] if c[0].endswith('gunicorn') else c, dict(e, BENCH_TRACE_DIR=str(trace_dir)),
+            configs = [(n, c[:1] + ['-c', str(tmp / 'trace.py')] + c[1:] if c[0].endswith('gunicorn') else c, dict(e, BENCH_TRACE_DIR=str(trace_dir), BENCH_PRODUCTION_CONF=str(conf)),
                         *rest) for n, c, e, *rest in configs]
             configs.insert(1, ('ours, untuned (as before)', configs[0][1], dict(configs[0][2], BENCH_UNTUNED='1'), *configs[0][3:]))
         levels = [int(c) for c in a.connections.split(',')]

@@ -9,9 +9,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'LEASE_SECONDS', 'BUSY_HINT', 'disable_telemetry', 'modified_env',
-           'forbid_pickle', 'TaxiDurationError', 'tracking_uri', 'artifact_root', 'store_lock', 'registry_lease',
-           'retry_busy', 'ensure_experiment', 'atomic_path', 'git_commit']
+__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'REGISTRY_HTTP', 'LEASE_SECONDS', 'BUSY_HINT', 'disable_telemetry',
+           'modified_env', 'forbid_pickle', 'TaxiDurationError', 'tracking_uri', 'bound_registry_calls',
+           'artifact_root', 'store_lock', 'registry_lease', 'retry_busy', 'ensure_experiment', 'atomic_path',
+           'git_commit']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 TELEMETRY_OPT_OUT = {'MLFLOW_DISABLE_TELEMETRY': 'true', 'DO_NOT_TRACK': 'true', 'WHYLOGS_NO_ANALYTICS': '1'}
@@ -58,7 +59,23 @@ def tracking_uri() -> str:
     "The MLflow tracking URI in force, pinned in the environment for child processes."
     uri = os.environ.get('MLFLOW_TRACKING_URI') or f"sqlite:///{Path.cwd().resolve()/'mlflow.db'}"
     os.environ['MLFLOW_TRACKING_URI'] = uri
+    bound_registry_calls()  # a batch job's bounds, unless the user or a service set them
     return uri
+
+# %% ../nbs/00_core.ipynb #603f3eee
+REGISTRY_HTTP = {  # MLflow's HTTP client settings per kind of caller: retries, back-off factor (s), timeout per call (s)
+    'batch':   {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '3', 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '1',
+                'MLFLOW_HTTP_REQUEST_TIMEOUT': '60'},
+    'service': {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '2', 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '0.5',
+                'MLFLOW_HTTP_REQUEST_TIMEOUT': '5'}}
+_BOUND = {}  # variable -> the value bound_registry_calls last set (any other value was set by the user)
+
+def bound_registry_calls(kind: str='batch'   # 'batch' or 'service'
+                        ):
+    "Bound MLflow's HTTP retries and timeouts for a `kind` of caller; the user's values win, and a service's replace a batch's."
+    for k, v in REGISTRY_HTTP[kind].items():
+        ours = k in _BOUND and os.environ.get(k) == _BOUND[k]
+        if k not in os.environ or (ours and kind == 'service'): os.environ[k] = _BOUND[k] = v
 
 # %% ../nbs/00_core.ipynb #70d91bc5
 def artifact_root(uri: str) -> str|None:
@@ -127,6 +144,11 @@ def retry_busy(fn, *args, tries: int=8, wait: float=0.25, **kwargs):
             time.sleep(wait * 2**min(i, 4))
 
 # %% ../nbs/00_core.ipynb #b9cfddf7
+def _without_password(uri: str) -> str:
+    "A URI fit for a message: any user:password@ left out."
+    import re
+    return re.sub(r'//[^/@]*@', '//', uri)
+
 def _init_store(client):
     "Touch the tracking and registry tables, so MLflow creates (or checks) the schema now."
     client.search_experiments(max_results=1)
@@ -138,7 +160,12 @@ def ensure_experiment(name: str=EXPERIMENT) -> str:
     uri = tracking_uri()
     with store_lock(uri):
         client = MlflowClient(uri)
-        retry_busy(_init_store, client)
+        try: retry_busy(_init_store, client)
+        except TaxiDurationError: raise
+        except Exception as e:  # a server that does not answer: one line now (its calls are bounded), not a traceback later
+            if not uri.startswith(('http://', 'https://')): raise
+            raise TaxiDurationError(f"cannot reach the MLflow tracking server at {_without_password(uri)} "
+                                    f"({type(e).__name__}): start it, or set MLFLOW_TRACKING_URI") from None
         exp = retry_busy(client.get_experiment_by_name, name)
         if exp: return exp.experiment_id
         root = artifact_root(uri)

@@ -11,7 +11,7 @@ import numpy as np, pandas as pd
 from .core import TaxiDurationError, atomic_path
 from .data import MAX_MINUTES, MIN_MINUTES, read_trips, resolve, ride_minutes
 from .rides import REQUIRED_COLUMNS, RIDE_COLUMNS, check_table
-from .serve import DEFAULT_URI, Served, load_served
+from .served import DEFAULT_URI, LoadedModel, load_served
 from .train import Prediction, metrics, predict
 
 # %% auto #0
@@ -55,7 +55,7 @@ def _zone_ids(col: pd.Series) -> np.ndarray:
     v = pd.to_numeric(col, errors='coerce')
     with np.errstate(invalid='ignore'): return v.where((v % 1 == 0) & (v.abs() < 2**53)).astype('Int64').to_numpy()
 
-def score_frame(served: Served,          # the model and its version
+def score_frame(served: LoadedModel,          # the model and its version
                 rides: pd.DataFrame,     # from read_rides
                 prefix: str              # ride IDs are prefix_row
                ) -> tuple[pd.DataFrame, float]:
@@ -112,7 +112,7 @@ class Scored:
     rides_in_window: int
     examples: dict          # field -> the reason of its first refused ride
 
-def summarize(out: pd.DataFrame, source, path, served: Served, seconds: float) -> Scored:
+def summarize(out: pd.DataFrame, source, path, served: LoadedModel, seconds: float) -> Scored:
     "The summary of `score_frame`'s output."
     usual = out.predicted_duration.notna() & out.actual_duration.between(MIN_MINUTES, MAX_MINUTES)
     rmse = metrics(out.actual_duration[usual], out.predicted_duration[usual])['rmse'] if usual.any() else None

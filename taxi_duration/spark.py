@@ -24,7 +24,7 @@ def source_name(source: str) -> str:
 CHUNK = 10_000  # rides per predict call: below score.predict_frame's threshold, so one thread per task
 
 def score_file(path: str,           # a file of rides
-               served,              # the model (serve.Served)
+               served,              # the model (served.LoadedModel)
                start: int=0,        # first ride (row number) of the file to score
                stop: int|None=None  # end of the range (None: the file's end)
               ):
@@ -134,7 +134,7 @@ def score_spark(sources: list,              # paths or specs like green:2021-01 
                 spark=None) -> dict:        # an existing SparkSession (else the active one, else a new one, stopped after)
     "Score `sources` on Spark into a parquet dataset partitioned by source; a summary (`rows`, `scored` predicted)."
     from taxi_duration.data import resolve
-    from taxi_duration.serve import DEFAULT_URI, load_served
+    from taxi_duration.served import DEFAULT_URI, load_served
     if not sources: raise TaxiDurationError('give at least one --data to score')
     output = Path(output)
     if output.suffix.lower() in ('.parquet', '.csv') and not output.is_dir():

@@ -172,8 +172,8 @@ def small_registry(small_model, tmp_path_factory):
 @pytest.fixture(scope='module')
 def champion_app(small_model):
     "The Flask app serving the small model as version '1' (no registry involved)."
-    from taxi_duration import serve
-    return serve.create_app(serve.Pinned(small_model, '1'))
+    from taxi_duration import serve, served
+    return serve.create_app(served.ServedModel.fixed(small_model, '1'))
 
 
 @pytest.fixture

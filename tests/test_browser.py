@@ -68,11 +68,13 @@ def test_pick_zones_and_get_minutes(server, browser):
     d.execute_script('window.__same_page = 42')  # survives only if the page is never reloaded
     pu_b, pu_z = Select(d.find_element(By.ID, 'pu-borough')), Select(d.find_element(By.ID, 'pu-zone'))
     do_b, do_z = Select(d.find_element(By.ID, 'do-borough')), Select(d.find_element(By.ID, 'do-zone'))
-    assert 'Manhattan' in [o.text for o in pu_b.options] and 'EWR' in [o.text for o in pu_b.options]
+    assert 'Manhattan' in [o.text for o in pu_b.options]
+    assert 'EWR' in [o.text for o in pu_b.options]
     pu_b.select_by_visible_text('Manhattan'); pu_z.select_by_visible_text('Central Park')
     do_b.select_by_visible_text('Brooklyn')
     brooklyn = [o.text for o in do_z.options]
-    assert 'Park Slope' in brooklyn and 'Central Park' not in brooklyn  # the zone list follows the borough
+    assert 'Park Slope' in brooklyn
+    assert 'Central Park' not in brooklyn  # the zone list follows the borough
     do_z.select_by_visible_text('Park Slope')
     dist = d.find_element(By.ID, 'distance'); dist.clear(); dist.send_keys('6.2')
     d.execute_script("document.getElementById('pickup').value = '2021-03-05T08:30'")

@@ -209,10 +209,11 @@ def test_gunicorn_workers_each_write_their_files_and_lose_nothing(env, raw_march
 def test_through_the_flask_app(env, model, reference, raw_march, tmp_path):
     "The serve helper's app with the profiler as `on_predictions`: real rides quiet, kilometres fire."
     serve = pytest.importorskip('taxi_duration.serve')
+    from taxi_duration import served
     for scenario, expected in ((None, 0), ('km', 3)):
         d = tmp_path / str(scenario)
         prof = live.LiveProfiler(d, window_seconds=3600, handle_sigterm=False)
-        client = serve.create_app(serve.Pinned(model, reference.version), on_predictions=prof.record,
+        client = serve.create_app(served.ServedModel.fixed(model, reference.version), on_predictions=prof.record,
                                   on_rejected=prof.rejected).test_client()
         raw = raw_march if scenario is None else checks.make_scenario(raw_march, scenario)
         fr = live_frame(raw).sample(3000, random_state=0)
@@ -245,7 +246,7 @@ def test_refused_rides_fire_through_the_service(env, model, reference, tmp_path)
     ride intact stays quiet — though not at 0: the sample holds one 60,382-mile ride, which the service
     rightly refuses. One ride per request, as the page and most clients send them; the seeded 4,000-row
     March sample (3,817 rides over a month once prepared) is above min_rows, so the check is judged."""
-    from taxi_duration import cli, serve
+    from taxi_duration import cli, serve, served
     frame, _ = load(str(sample_file('03', tmp_path)))
     rides = [dict(r, pickup_datetime=r['pickup_datetime'].isoformat()) for r in frame[RIDE_COLUMNS].to_dict('records')]
     assert len(rides) >= checks.Thresholds().min_rows
@@ -254,7 +255,7 @@ def test_refused_rides_fire_through_the_service(env, model, reference, tmp_path)
     for case in ('healthy', 'broken'):
         d = tmp_path / case
         prof = live.LiveProfiler(d / 'profiles', window_seconds=3600, handle_sigterm=False)
-        client = serve.create_app(serve.Pinned(model, reference.version), on_predictions=prof.record,
+        client = serve.create_app(served.ServedModel.fixed(model, reference.version), on_predictions=prof.record,
                                   on_rejected=prof.rejected).test_client()
         codes = []
         for ride, bad in zip(rides, cut):
@@ -290,12 +291,12 @@ def test_a_feed_that_loses_its_distances_is_an_input_alert(env, model, reference
     """The model answers rides without a distance now (issue 8), so a feed that starts dropping
     trip_distance on 5 % of its rides gets answers, not 400s: the gap reaches the profiles and the
     `missing` check on trip_distance fires. A lost column is still an input alert."""
-    from taxi_duration import cli, serve
+    from taxi_duration import cli, serve, served
     frame, _ = load(str(sample_file('03', tmp_path)))
     rides = [dict(r, pickup_datetime=r['pickup_datetime'].isoformat()) for r in frame[RIDE_COLUMNS].to_dict('records')]
     cut = np.random.default_rng(0).random(len(rides)) < 0.05
     prof = live.LiveProfiler(tmp_path / 'profiles', window_seconds=3600, handle_sigterm=False)
-    client = serve.create_app(serve.Pinned(model, reference.version), on_predictions=prof.record,
+    client = serve.create_app(served.ServedModel.fixed(model, reference.version), on_predictions=prof.record,
                               on_rejected=prof.rejected).test_client()
     codes = [client.post('/predict', json={k: v for k, v in r.items() if not (bad and k == 'trip_distance')}).status_code
              for r, bad in zip(rides, cut)]

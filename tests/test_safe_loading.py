@@ -127,7 +127,9 @@ def test_score_refuses_the_evil_champion_in_one_line(hostile, tmp_path):
     store = hostile
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and 'refused to load' in lines[0] and 'cloudpickle' in lines[0], r.stderr
+    assert len(lines) == 1, r.stderr
+    assert 'refused to load' in lines[0], r.stderr
+    assert 'cloudpickle' in lines[0], r.stderr
     assert not store['marker'].exists()
     assert not (tmp_path / 'out.parquet').exists()
 

@@ -1,4 +1,4 @@
-"""The web service: answers, every kind of bad request, health, the alias watcher, and the shells
+"""The web service: answers, every kind of bad request, health, following the alias, and the shells
 (`python app.py`, gunicorn) as real processes on loopback."""
 import datetime as dt
 import json
@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from conftest import copy_store
-from taxi_duration import serve
+from servers import free_port, start, stop
+from taxi_duration import serve, served
 from taxi_duration.rides import MAX_TRIP_MILES, now_nyc
 from taxi_duration.core import MODEL_NAME, TaxiDurationError
 
@@ -34,12 +35,6 @@ def client(app):
     return app.test_client()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 # --- answers ---------------------------------------------------------------------------------
 
 def test_one_ride(client):
@@ -47,10 +42,13 @@ def test_one_ride(client):
     assert r.status_code == 200, r.json
     a = r.json
     assert a['model_version'] == '1' == r.headers['X-Model-Version']
-    assert a['ride_id'] == 'abc-1' and a['pickup_datetime'] == '2021-03-05T08:30:00'
-    assert isinstance(a['duration'], float) and 1 <= a['duration'] <= 60
+    assert a['ride_id'] == 'abc-1'
+    assert a['pickup_datetime'] == '2021-03-05T08:30:00'
+    assert isinstance(a['duration'], float)
+    assert 1 <= a['duration'] <= 60
     lo, hi = a['interval']
-    assert 0 <= lo < a['duration'] < hi and a['used_distance'] is True
+    assert 0 <= lo < a['duration'] < hi
+    assert a['used_distance'] is True
 
 
 @pytest.mark.parametrize('ride', [{'PULocationID': 43, 'DOLocationID': 151},
@@ -61,7 +59,8 @@ def test_zones_alone_are_answered(client, ride):
     r = client.post('/predict', json=ride)
     assert r.status_code == 200, r.json
     a = r.json
-    assert a['used_distance'] is False and 0 <= a['interval'][0] < a['duration'] < a['interval'][1]
+    assert a['used_distance'] is False
+    assert 0 <= a['interval'][0] < a['duration'] < a['interval'][1]
 
 
 def test_list_same_order_as_batch(client, small_model):
@@ -91,14 +90,17 @@ def test_pickup_defaults_to_now_in_new_york(client):
 def test_offsets_are_converted_to_new_york_time(client):
     a = client.post('/predict', json=dict(RIDE, pickup_datetime='2021-03-05T13:30:00Z')).json
     b = client.post('/predict', json=RIDE).json
-    assert a['pickup_datetime'] == '2021-03-05T08:30:00' and a['duration'] == b['duration']
+    assert a['pickup_datetime'] == '2021-03-05T08:30:00'
+    assert a['duration'] == b['duration']
 
 
 def test_max_rides(client):
     r = client.post('/predict', json=[RIDE] * serve.MAX_RIDES)
-    assert r.status_code == 200 and len(r.json) == serve.MAX_RIDES
+    assert r.status_code == 200
+    assert len(r.json) == serve.MAX_RIDES
     r = client.post('/predict', json=[RIDE] * (serve.MAX_RIDES + 1))
-    assert r.status_code == 400 and f'1 to {serve.MAX_RIDES} rides' in r.json['error']
+    assert r.status_code == 400
+    assert f'1 to {serve.MAX_RIDES} rides' in r.json['error']
 
 
 def test_extra_fields_are_ignored(client):
@@ -160,7 +162,8 @@ def test_bad_request(client, case):
     kwargs, status, fragment = BAD[case]
     r = client.post('/predict', **kwargs)
     assert r.status_code == status, (r.status_code, r.data[:300])
-    assert r.mimetype == 'application/json' and set(r.json) <= {'error', 'field'}
+    assert r.mimetype == 'application/json'
+    assert set(r.json) == {'error', 'field'}  # every refusal names what is at fault: a field, or the body
     assert fragment in r.json['error'], r.json['error']
     assert len(r.json['error']) < 400  # never echoes a huge value back
 
@@ -171,35 +174,52 @@ def test_bad_request(client, case):
                                         (dict(RIDE, pickup_datetime='soon'), 'pickup_datetime')])
 def test_refusal_names_the_field_as_data(client, body, field):
     r = client.post('/predict', json=body)
-    assert r.status_code == 400 and r.json['field'] == field
+    assert r.status_code == 400
+    assert r.json['field'] == field
+
+
+@pytest.mark.parametrize('case', ['empty body', 'not JSON', 'not UTF-8', 'no content type', 'form', 'scalar', 'empty list',
+                                  'deep nesting', 'oversized'])
+def test_errors_about_the_whole_body_name_the_body(client, case):
+    kwargs, status, _ = BAD[case]
+    assert client.post('/predict', **kwargs).json['field'] == 'body'
+
+
+def test_too_many_rides_names_the_body(client):
+    assert client.post('/predict', json=[RIDE] * (serve.MAX_RIDES + 1)).json['field'] == 'body'
 
 
 @pytest.mark.parametrize('method,path,status', [('GET', '/predict', 405), ('PUT', '/predict', 405), ('DELETE', '/health', 405),
                                                 ('POST', '/health', 405), ('GET', '/nope', 404), ('GET', '/static/nope.js', 404)])
 def test_http_errors_are_json(client, method, path, status):
     r = client.open(path, method=method)
-    assert r.status_code == status and r.mimetype == 'application/json' and r.json['error']
+    assert r.status_code == status
+    assert r.mimetype == 'application/json'
+    assert r.json['error']
 
 
 def test_still_answers_after_bad_requests(client):
     for kwargs, _, _ in BAD.values(): client.post('/predict', **kwargs)
-    assert client.get('/health').status_code == 200 and client.post('/predict', json=RIDE).status_code == 200
+    assert client.get('/health').status_code == 200
+    assert client.post('/predict', json=RIDE).status_code == 200
 
 
 def test_debug_is_never_on(small_model, monkeypatch):
     monkeypatch.setenv('FLASK_DEBUG', '1')
-    app = serve.create_app(serve.Pinned(small_model))
-    assert not app.debug and not app.config['PROPAGATE_EXCEPTIONS']
+    app = serve.create_app(served.ServedModel.fixed(small_model))
+    assert not app.debug
+    assert not app.config['PROPAGATE_EXCEPTIONS']
 
 
 def test_a_bug_is_a_json_500_not_a_crash(small_model):
-    app = serve.create_app(serve.Pinned(small_model))
+    app = serve.create_app(served.ServedModel.fixed(small_model))
     class Broken:
         def predict(self, X): raise RuntimeError('boom')
     holder = app.extensions['taxi_duration']
     holder.current = holder.current._replace(model=Broken())
     r = app.test_client().post('/predict', json=RIDE)
-    assert r.status_code == 500 and r.json == {'error': 'internal error; it has been logged'}
+    assert r.status_code == 500
+    assert r.json == {'error': 'internal error; it has been logged'}
 
 
 # --- health, the page, the hook -----------------------------------------------------------------
@@ -207,22 +227,26 @@ def test_a_bug_is_a_json_500_not_a_crash(small_model):
 def test_health(client):
     r = client.get('/health')
     assert r.status_code == 200
-    assert r.json['status'] == 'ok' and r.json['model_version'] == '1'
+    assert r.json['status'] == 'ok'
+    assert r.json['model_version'] == '1'
 
 
 def test_health_leaks_nothing(small_registry, monkeypatch):
     "No store URI, no path, no error text for anonymous callers: a version, times, a status."
     monkeypatch.setenv('MLFLOW_TRACKING_URI', small_registry['tracking_uri'])
-    h = serve.create_app(serve.Champion(refresh_seconds=0)).test_client().get('/health').json
+    h = serve.create_app(served.ServedModel(refresh_seconds=0)).test_client().get('/health').json
     assert set(h) == {'status', 'model_version', 'loaded_at', 'last_check', 'refresh_seconds', 'problem'}
     assert '/' not in json.dumps({k: v for k, v in h.items() if k not in ('loaded_at', 'last_check')})
 
 
 def test_page_and_zones(client):
     r = client.get('/')
-    assert r.status_code == 200 and r.mimetype == 'text/html' and b'pu-borough' in r.data
+    assert r.status_code == 200
+    assert r.mimetype == 'text/html'
+    assert b'pu-borough' in r.data
     assert "default-src 'self'" in r.headers['Content-Security-Policy']
-    assert b'http://' not in r.data and b'https://' not in r.data  # nothing loaded from elsewhere
+    assert b'http://' not in r.data
+    assert b'https://' not in r.data  # nothing loaded from elsewhere
     for f in ('app.js', 'style.css'): assert client.get(f'/static/{f}').status_code == 200
     z = client.get('/zones').json['boroughs']
     assert {b['name'] for b in z} >= {'Manhattan', 'Brooklyn', 'Queens', 'Bronx', 'Staten Island', 'EWR'}
@@ -232,22 +256,25 @@ def test_page_and_zones(client):
 
 def test_hook_gets_checked_rides(small_model):
     seen = []
-    app = serve.create_app(serve.Pinned(small_model, '1'), on_predictions=lambda *a: seen.append(a))
+    app = serve.create_app(served.ServedModel.fixed(small_model, '1'), on_predictions=lambda *a: seen.append(a))
     r = app.test_client().post('/predict', json=[dict(RIDE, ride_id=1), dict(RIDE, trip_distance=3)])
     assert r.status_code == 200
     [(rides, preds, version)] = seen
-    assert version == '1' and preds.tolist() == [a['duration'] for a in r.json]  # minutes, to the hooks
+    assert version == '1'
+    assert preds.tolist() == [a['duration'] for a in r.json]  # minutes, to the hooks
     assert rides[1] == {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 3.0, 'pickup_datetime': dt.datetime(2021, 3, 5, 8, 30)}
-    assert app.test_client().post('/predict', json=dict(RIDE, trip_distance=-1)).status_code == 400 and len(seen) == 1
+    assert app.test_client().post('/predict', json=dict(RIDE, trip_distance=-1)).status_code == 400
+    assert len(seen) == 1
 
 
 def test_failing_hook_never_fails_a_request(small_model, caplog):
     def hook(*a): raise RuntimeError('monitor is down')
-    app = serve.create_app(serve.Pinned(small_model), on_predictions=hook)
+    app = serve.create_app(served.ServedModel.fixed(small_model), on_predictions=hook)
     c = app.test_client()
     with caplog.at_level(logging.ERROR, logger='taxi_duration.serve'):
         assert all(c.post('/predict', json=RIDE).status_code == 200 for _ in range(5))
-    assert 'on_predictions failed' in caplog.text and 'monitor is down' in caplog.text
+    assert 'on_predictions failed' in caplog.text
+    assert 'monitor is down' in caplog.text
 
 
 # --- following the alias -----------------------------------------------------------------------
@@ -257,9 +284,9 @@ def test_follows_the_alias_without_restart(small_registry, tmp_path, monkeypatch
     uri = copy_store(small_registry, tmp_path)
     monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
     caplog.set_level(logging.INFO, logger='taxi_duration.serve')
-    app = serve.create_app(serve.Champion(refresh_seconds=0.2))
+    app = serve.create_app(served.ServedModel(refresh_seconds=0.2))
     c, v1 = app.test_client(), small_registry['version']
-    assert c.get('/health').json['model_version'] == v1  # the first request starts the watcher
+    assert c.get('/health').json['model_version'] == v1  # the first request starts the refresh thread
     mc = mlflow_client()
     old = mc.get_model_version(MODEL_NAME, v1)
     new = mc.create_model_version(MODEL_NAME, old.source, old.run_id)
@@ -276,16 +303,19 @@ def test_follows_the_alias_without_restart(small_registry, tmp_path, monkeypatch
     mc.delete_registered_model_alias(MODEL_NAME, 'champion')  # the alias vanishes: keep serving, say so once
     time.sleep(1)
     h = c.get('/health').json
-    assert h['model_version'] == str(new.version) and h['status'] == 'degraded' and h['problem']
+    assert h['model_version'] == str(new.version)
+    assert h['status'] == 'degraded'
+    assert h['problem']
     assert 'no version of model' in caplog.text
     app.extensions['taxi_duration'].stop()
 
 
 def test_pinned_version_is_not_followed(small_registry, monkeypatch):
     monkeypatch.setenv('MLFLOW_TRACKING_URI', small_registry['tracking_uri'])
-    app = serve.create_app(serve.Champion(f"models:/{MODEL_NAME}/{small_registry['version']}", refresh_seconds=0.1))
+    app = serve.create_app(served.ServedModel(f"models:/{MODEL_NAME}/{small_registry['version']}", refresh_seconds=0.1))
     holder = app.extensions['taxi_duration']
-    assert not holder.follows and app.test_client().get('/health').json['refresh_seconds'] is None
+    assert not holder.follows
+    assert app.test_client().get('/health').json['refresh_seconds'] is None
 
 
 # --- no champion ------------------------------------------------------------------------------
@@ -305,29 +335,21 @@ def _env(**kw):
 
 
 @pytest.mark.parametrize('cmd', [[sys.executable, 'app.py'],
-                                 [str(Path(sys.executable).parent / 'gunicorn'), '-w', '2', '-b', '127.0.0.1:{port}', 'app:app']],
+                                 [str(Path(sys.executable).parent / 'gunicorn'), '-b', '127.0.0.1:{port}', 'app:app']],
                          ids=['python', 'gunicorn'])
 def test_no_champion_exits_at_once(tmp_path, cmd):
     cmd = [c.format(port=free_port()) for c in cmd]
     t0 = time.time()
     p = subprocess.run(cmd, cwd=ROOT, env=_env(MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/none.db', PORT=str(free_port())),
                        capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0 and time.time() - t0 < 45
+    assert p.returncode != 0
+    assert time.time() - t0 < 45
     ours = [l for l in p.stderr.splitlines() if l.startswith('taxi-duration serve: error:')]
-    assert ours and 'make run' in ours[0] and 'taxi-duration pipeline' in ours[0], p.stderr
+    assert ours, p.stderr
+    assert 'make run' in ours[0], p.stderr
+    assert 'taxi-duration pipeline' in ours[0], p.stderr
     if 'gunicorn' not in cmd[0]: assert p.stderr.strip() == ours[0]  # one line, no traceback
     assert not (tmp_path / 'none.db').exists()  # no empty store created on the way
-
-
-def _wait_healthy(url, proc, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None: raise AssertionError(f'server exited: {proc.stderr.read()}')
-        try:
-            r = requests.get(url + '/health', timeout=2)
-            if r.status_code == 200: return r.json()
-        except requests.RequestException: time.sleep(0.2)  # refused, or accepted while the workers boot
-    raise AssertionError('server did not become healthy')
 
 
 def test_served_process_is_tuned(small_registry):
@@ -338,23 +360,26 @@ def test_served_process_is_tuned(small_registry):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     frozen, switch = p.stdout.split()
-    assert frozen == 'True' and float(switch) == serve.GIL_SWITCH_SECONDS
+    assert frozen == 'True'
+    assert float(switch) == served.GIL_SWITCH_SECONDS
 
 
 @pytest.mark.parametrize('kind', ['python', 'gunicorn'])
-def test_shell_serves(small_registry, kind):
+def test_shell_serves(small_registry, kind, tmp_path):
     port = free_port()
-    cmd = ([sys.executable, 'app.py'] if kind == 'python' else
-           [str(Path(sys.executable).parent / 'gunicorn'), '-w', '2', '-b', f'127.0.0.1:{port}', 'app:app'])
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(MLFLOW_TRACKING_URI=small_registry['tracking_uri'], PORT=str(port), HOST='127.0.0.1'),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f'http://127.0.0.1:{port}'
+    cmd = [sys.executable, 'app.py'] if kind == 'python' else [str(Path(sys.executable).parent / 'gunicorn'), 'app:app']
+    url, log = f'http://127.0.0.1:{port}', tmp_path / 'server.log'
+    with open(log, 'w') as out:  # gunicorn binds HOST:PORT from gunicorn.conf.py, as python app.py does
+        proc = start(cmd, url=url + '/health', cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                     env=_env(MLFLOW_TRACKING_URI=small_registry['tracking_uri'], PORT=str(port), HOST='127.0.0.1'))
     try:
-        assert _wait_healthy(url, proc)['model_version'] == small_registry['version']
+        assert requests.get(url + '/health', timeout=5).json()['model_version'] == small_registry['version']
         r = requests.post(url + '/predict', json=[RIDE, dict(RIDE, ride_id=7)], timeout=5)
-        assert r.status_code == 200 and r.json()[1]['ride_id'] == 7
+        assert r.status_code == 200
+        assert r.json()[1]['ride_id'] == 7
         r = requests.post(url + '/predict', data=b'x' * (serve.MAX_BODY_BYTES + 10), headers={'Content-Type': 'application/json'}, timeout=5)
-        assert r.status_code == 413 and 'larger than' in r.json()['error']
+        assert r.status_code == 413
+        assert 'larger than' in r.json()['error']
         for raw in (b'GARBAGE\r\n\r\n', b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n{',
                     b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n'):
             with socket.create_connection(('127.0.0.1', port), timeout=5) as s:  # malformed HTTP, then hang up
@@ -364,9 +389,8 @@ def test_shell_serves(small_registry, kind):
                 except OSError: status = b''
                 assert not status.startswith((b'HTTP/1.1 5', b'HTTP/1.0 5')), (raw, status)
         r = requests.post(url + '/predict', json=RIDE, timeout=5)
-        assert r.status_code == 200 and 'Werkzeug Debugger' not in r.text
+        assert r.status_code == 200
+        assert 'Werkzeug Debugger' not in r.text
     finally:
-        proc.terminate()
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
-    assert 'serving models:/taxi-duration@champion: version' in proc.stderr.read()
+        stop(proc)
+    assert 'serving models:/taxi-duration@champion: version' in log.read_text()

@@ -1,6 +1,8 @@
-"""The service under gunicorn as it runs in production (serve.GUNICORN_ARGS): idle clients cannot
-stall it, a worker killed with SIGKILL is replaced without failing later requests, and a worker that
-restarts while the registry cannot give it its model comes up from the last good local copy."""
+"""The service under gunicorn as it runs in production (`gunicorn app:app`, settings from gunicorn.conf.py): idle
+clients cannot stall it, a worker killed with SIGKILL is replaced without failing later requests, a worker that
+restarts while the registry cannot give it its model comes up from the last good local copy, errors about the
+whole body name it, and SIGTERM under keep-alive load leaves no request unanswered."""
+import http.client
 import os
 import signal
 import socket
@@ -14,17 +16,12 @@ import pytest
 import requests
 
 from conftest import copy_store
+from servers import free_port, start, stop
 from taxi_duration import serve
 from taxi_duration.core import MODEL_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def workers(master: int) -> set[int]:
@@ -37,23 +34,24 @@ def _gunicorn(small_registry, tmp_path):
     "Start gunicorn with the production settings on a private copy of the small registry; yield its details."
     uri = copy_store(small_registry, tmp_path)
     port = free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MODEL_CACHE_DIR=str(tmp_path / 'cache'),
-               MONITORING_DIR=str(tmp_path / 'monitoring'), REFRESH_SECONDS='1', PYTHONUNBUFFERED='1')
-    env.pop('MODEL_URI', None)
-    cmd = [str(Path(sys.executable).parent / 'gunicorn'), *serve.GUNICORN_ARGS.split(), '-b', f'127.0.0.1:{port}', 'app:app']
+    (tmp_path / 'home').mkdir()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, MODEL_CACHE_DIR=str(tmp_path / 'cache'), HOST='127.0.0.1',
+               PORT=str(port), MONITORING_DIR=str(tmp_path / 'monitoring'), REFRESH_SECONDS='1', PYTHONUNBUFFERED='1',
+               HOME=str(tmp_path / 'home'))
+    for k in ('MODEL_URI', 'XDG_RUNTIME_DIR'): env.pop(k, None)
+    cmd = [str(Path(sys.executable).parent / 'gunicorn'), 'app:app']  # the settings: ./gunicorn.conf.py, as shipped
     log = open(tmp_path / 'gunicorn.log', 'w')
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = start(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}'
     try:
         deadline = time.time() + 60
         while len(workers(proc.pid)) < 2 or not _ok(url):
-            assert proc.poll() is None and time.time() < deadline, (tmp_path / 'gunicorn.log').read_text()
+            assert proc.poll() is None, (tmp_path / 'gunicorn.log').read_text()
+            assert time.time() < deadline, (tmp_path / 'gunicorn.log').read_text()
             time.sleep(0.2)
         yield dict(proc=proc, url=url, port=port, tmp=tmp_path, uri=env['MLFLOW_TRACKING_URI'])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try: proc.wait(timeout=30)
-        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+        stop(proc, timeout=30)
         log.close()
 
 
@@ -80,7 +78,8 @@ def test_idle_connections_do_not_stall_the_service(server):
             seconds.append(time.perf_counter() - t0)
             assert r.status_code == 200
         seconds.sort()
-        assert seconds[len(seconds) // 2] < 0.1 and seconds[-1] < 1, seconds  # sync workers: 30 s, then killed
+        assert seconds[len(seconds) // 2] < 0.1, seconds
+        assert seconds[-1] < 1, seconds  # sync workers: 30 s, then killed
     finally:
         for s in idle: s.close()
 
@@ -88,7 +87,27 @@ def test_idle_connections_do_not_stall_the_service(server):
 def test_health_shows_how_live_monitoring_is_doing(server):
     requests.post(server['url'] + '/predict', json=RIDE, timeout=5)
     m = requests.get(server['url'] + '/health', timeout=5).json()['monitoring']
-    assert set(m) == {'recorded', 'dropped', 'refused', 'files_written', 'errors'} and m['errors'] == 0
+    assert set(m) == {'recorded', 'dropped', 'refused', 'files_written', 'errors'}
+    assert m['errors'] == 0
+
+
+def test_production_settings_come_from_gunicorn_conf(server):
+    "`gunicorn app:app` alone gets the threaded worker that does not drop requests, and no control socket in $HOME."
+    log = (server['tmp'] / 'gunicorn.log').read_text()
+    assert 'Using worker: taxi_duration.serve.GracefulThreadWorker' in log
+    assert not (server['tmp'] / 'home' / '.gunicorn').exists()  # gunicorn 26's default: one per user, shared
+
+
+@pytest.mark.parametrize('case', ['too many rides', 'deep nesting', 'no content type', 'not UTF-8', 'too large'])
+def test_errors_about_the_whole_body_name_the_body(server, case):
+    post = {'too many rides': dict(json=[RIDE] * (serve.MAX_RIDES + 1)),
+            'deep nesting': dict(data=b'[' * 100_000 + b']' * 100_000, headers={'Content-Type': 'application/json'}),
+            'no content type': dict(data=b'{"PULocationID": 43, "DOLocationID": 151}'),
+            'not UTF-8': dict(data=b'{"PULocationID": "\xff\xfe"}', headers={'Content-Type': 'application/json'}),
+            'too large': dict(data=b' ' * (serve.MAX_BODY_BYTES + 1), headers={'Content-Type': 'application/json'})}[case]
+    r = requests.post(server['url'] + '/predict', timeout=10, **post)
+    assert 400 <= r.status_code < 500
+    assert r.json()['field'] == 'body'
 
 
 def _load(url, stop: threading.Event, log: list):
@@ -119,8 +138,10 @@ def test_a_killed_worker_is_replaced_and_later_requests_all_succeed(server):
         stop.set()
         for t in loaders: t.join()
     after = [ok for t, ok in log if t > replaced + 0.5]
-    assert len(after) > 5 and all(after), f'{after.count(False)} of {len(after)} failed after the replacement'
-    assert server['proc'].poll() is None and len(workers(server['proc'].pid)) == 2
+    assert len(after) > 5, f'{after.count(False)} of {len(after)} failed after the replacement'
+    assert all(after), f'{after.count(False)} of {len(after)} failed after the replacement'
+    assert server['proc'].poll() is None
+    assert len(workers(server['proc'].pid)) == 2
 
 
 def test_a_worker_restarting_without_the_registry_serves_the_last_good_copy(server):
@@ -134,9 +155,11 @@ def test_a_worker_restarting_without_the_registry_serves_the_last_good_copy(serv
         assert time.time() < deadline, 'no replacement workers'
         time.sleep(0.2)
     r = requests.post(server['url'] + '/predict', json=RIDE, timeout=5)
-    assert r.status_code == 200 and r.json()['model_version'] == '1'
+    assert r.status_code == 200
+    assert r.json()['model_version'] == '1'
     h = requests.get(server['url'] + '/health', timeout=5).json()
-    assert h['status'] == 'degraded' and 'last good local copy' in h['problem']
+    assert h['status'] == 'degraded'
+    assert 'last good local copy' in h['problem']
     assert 'serving the last good local copy' in (server['tmp'] / 'gunicorn.log').read_text()
 
 
@@ -146,7 +169,8 @@ def test_after_sigterm_every_profile_written_is_whole(server):
     server['proc'].send_signal(signal.SIGTERM)
     assert server['proc'].wait(timeout=30) == 0
     files = list((server['tmp'] / 'monitoring').rglob('*.bin'))
-    assert files and all(read_view(f) for f in files)
+    assert files
+    assert all(read_view(f) for f in files)
 
 
 @pytest.mark.parametrize('cmd', [[sys.executable, 'app.py'],
@@ -158,5 +182,54 @@ def test_an_unwritable_monitoring_dir_fails_at_start_in_one_line(small_registry,
     if 'gunicorn' in cmd[0]: cmd = cmd + ['-b', f"127.0.0.1:{env['PORT']}"]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     ours = [l for l in p.stderr.splitlines() if l.startswith('taxi-duration serve: error:')]
-    assert p.returncode != 0 and ours and 'cannot write live profiles to /proc/no-such-folder' in ours[0], p.stderr[-2000:]
+    assert p.returncode != 0, p.stderr[-2000:]
+    assert ours, p.stderr[-2000:]
+    assert 'cannot write live profiles to /proc/no-such-folder' in ours[0], p.stderr[-2000:]
     if 'gunicorn' not in cmd[0]: assert p.stderr.strip() == ours[0]  # one line, no traceback
+
+
+
+def _keep_alive_client(port: int, body: bytes, out: dict):
+    """Send one ride after another on a keep-alive connection, a new connection whenever an answer says
+    `Connection: close`, until connecting is refused (the server is gone: nothing was sent). A request sent on a
+    connection that ends without an answer is lost."""
+    conn = None
+    while True:
+        if conn is None:
+            conn = http.client.HTTPConnection('127.0.0.1', port, timeout=15)
+            try: conn.connect()
+            except ConnectionRefusedError: return
+        try:
+            conn.request('POST', '/predict', body=body, headers={'Content-Type': 'application/json'})
+            r = conn.getresponse()
+            r.read()
+        except (OSError, http.client.HTTPException) as e:
+            out['lost'].append(repr(e))
+            conn.close(); conn = None
+            continue
+        out['statuses'].append(r.status)
+        if (r.getheader('Connection') or '').lower() == 'close': conn.close(); conn = None
+
+
+def test_sigterm_under_keep_alive_load_leaves_no_request_unanswered(small_registry, tmp_path):
+    """Clients sending continuously on keep-alive connections while the master gets SIGTERM (a rolling restart):
+    every request sent is answered; a client learns the server is going from `Connection: close`, then from a
+    refused connection, never from a request dropped on the floor."""
+    import json
+    service = _gunicorn(small_registry, tmp_path)
+    s = next(service)
+    out = {'lost': [], 'statuses': []}
+    clients = [threading.Thread(target=_keep_alive_client, args=(s['port'], json.dumps(RIDE).encode(), out))
+               for _ in range(4)]
+    try:
+        for t in clients: t.start()
+        time.sleep(2)
+        answered_before = len(out['statuses'])
+        os.kill(s['proc'].pid, signal.SIGTERM)
+        assert s['proc'].wait(timeout=30) == 0
+        for t in clients: t.join(timeout=30)
+    finally:
+        service.close()
+    assert answered_before > 0
+    assert out['lost'] == []
+    assert set(out['statuses']) == {200}

@@ -114,17 +114,17 @@ def test_artifacts_live_on_the_server(team, four):
 def test_service_serves_and_follows_promotion(team, monkeypatch):
     monkeypatch.setenv('MLFLOW_TRACKING_URI', team['uri'])
     from mlflow import MlflowClient
-    from taxi_duration import serve
+    from taxi_duration import serve, served
     c = MlflowClient(team['uri'])
     champ = c.get_model_version_by_alias('taxi-duration', 'champion').version
-    app = serve.create_app(serve.Champion(refresh_seconds=0))
+    app = serve.create_app(served.ServedModel(refresh_seconds=0))
     ride = {'PULocationID': 74, 'DOLocationID': 41, 'trip_distance': 2.5, 'pickup_datetime': '2021-03-01T08:00:00'}
     r = app.test_client().post('/predict', json=ride)
     assert r.status_code == 200 and str(r.get_json()['model_version']) == champ, r.get_json()
     other = next(v.version for v in c.search_model_versions("name = 'taxi-duration'") if v.version != champ)
     c.set_registered_model_alias('taxi-duration', 'champion', other)
     try:
-        assert app.extensions['taxi_duration'].check()  # what the watcher thread does every REFRESH_SECONDS
+        assert app.extensions['taxi_duration'].refresh()  # what the refresh thread does every REFRESH_SECONDS
         r = app.test_client().post('/predict', json=ride)
         assert str(r.get_json()['model_version']) == other, r.get_json()
     finally:

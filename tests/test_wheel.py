@@ -69,7 +69,8 @@ def test_the_package_is_imported_from_the_wheel_with_its_files(venv, tmp_path):
 
 def test_the_cli_runs_and_pipeline_says_it_needs_the_notebooks(venv, tmp_path):
     r = _run(venv, str(venv['bin'] / 'taxi-duration'), '--help', cwd=tmp_path)
-    assert r.returncode == 0 and 'pipeline' in r.stdout, r.stderr
+    assert r.returncode == 0, r.stderr
+    assert 'pipeline' in r.stdout, r.stderr
     r = _run(venv, str(venv['bin'] / 'taxi-duration'), 'pipeline', cwd=tmp_path,
              MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db')
     assert r.returncode == 2, r.stderr
@@ -105,7 +106,8 @@ def test_the_service_runs_from_the_wheel_on_a_model_trained_here(venv, tmp_path)
         ride = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01,
                 'pickup_datetime': '2021-03-05T08:30:00'}
         r = requests.post(f'http://127.0.0.1:{port}/predict', json=ride, timeout=5)
-        assert r.status_code == 200 and r.headers['X-Model-Version'] == '1', r.text
+        assert r.status_code == 200, r.text
+        assert r.headers['X-Model-Version'] == '1', r.text
         assert requests.get(f'http://127.0.0.1:{port}/', timeout=5).status_code == 200        # static page shipped
         assert requests.get(f'http://127.0.0.1:{port}/zones', timeout=5).status_code == 200   # zones from the TLC cache
     finally:
