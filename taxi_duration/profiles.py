@@ -58,7 +58,7 @@ def monitor_frame(rides,              # DataFrame or list of ride dicts (RIDE_CO
     if getattr(t.dt, 'tz', None) is not None: t = t.dt.tz_localize(None)  # keep the wall-clock time
     out['pickup_hour'] = pickup_hours(t)
     out['pickup_weekday'] = t.dt.weekday.to_numpy(float)
-    # the time span covered, for the checks' min_days (not a drift statistic)
+    # the time span covered, for the findings' min_days (not a drift statistic)
     out['pickup_day'] = ((t - pd.Timestamp('1970-01-01')) / pd.Timedelta(days=1)).to_numpy(float)
     if predictions is not None: out[PREDICTION] = np.asarray(predictions, dtype=float)
     if durations is not None: out[TARGET] = np.asarray(durations, dtype=float)
