@@ -160,7 +160,7 @@ def main():
         # each round runs without then with, back to back: the median of the paired costs resists load from elsewhere
         cost = float(np.median([(x['rps'] - y['rps']) / x['rps'] * 100 for x, y in zip(runs[False], runs[True])]))
         print(f'load average at the end: {os.getloadavg()[0]:.2f} (above ~2 means other work shared these 2 cores: rerun)')
-        from taxi_duration.live import read_profiles
+        from taxi_duration.monitor import read_profiles
         from taxi_duration.profiles import rows
         found, problems = read_profiles(mdir)
         profiled = sum(rows(f['view']) for f in found)

@@ -5,41 +5,47 @@
 # %% ../nbs/10_alerts.ipynb #c0bd067a
 from __future__ import annotations
 import base64, datetime as dt, io, json, os, time, uuid
-from dataclasses import asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import atomic_path
-from .checks import MonitorResult
-from .profiles import (NUMERIC, PREDICTION, ZONES, frequencies, kll, monitoring_dir, numeric_drift,
-                                    zone_drift)
+from .profiles import NUMERIC, PREDICTION, ZONES, monitoring_dir, quantile_sketch
+from .verdicts import Verdict, frequencies, numeric_drift, zone_drift
 
 # %% auto #0
-__all__ = ['SECTIONS', 'describe', 'alert_record', 'slack_body', 'webhook_host', 'post_webhook', 'append_line', 'raise_alert',
-           'png', 'numeric_plot', 'zone_plot', 'errors_plot', 'time_plots', 'figures', 'template', 'render_report',
-           'write_outputs']
+__all__ = ['WEEKDAYS', 'SECTIONS', 'describe', 'alert_record', 'alert_summary', 'slack_body', 'webhook_host', 'post_webhook',
+           'append_line', 'raise_alert', 'png', 'plot_edges', 'binned', 'numeric_plot', 'zone_label', 'zone_plot',
+           'errors_plot', 'time_plots', 'figures', 'template', 'render_report', 'write_outputs']
 
 # %% ../nbs/10_alerts.ipynb #c1603237
-def describe(c  # a fired check (checks.Check, or its dict)
+def describe(c  # a fired finding (verdicts.Finding, or its dict)
             ) -> str:
-    "One fired check in words."
-    c = c if isinstance(c, dict) else asdict(c)
+    "One fired finding in words."
+    c = c if isinstance(c, dict) else c.to_dict()
     return f"{c['check']} {c['column']}: {c['statistic']} {c['value']} > {c['threshold']}"
 
-def alert_record(result: MonitorResult,   # a result that fired
+def alert_record(result: Verdict,         # a verdict that fired
                  report: str|None=None    # where its HTML report is
                 ) -> dict:
-    "The alert for a monitoring result that fired."
+    "The alert for a verdict that fired."
     keep = ('check', 'column', 'statistic', 'value', 'threshold', 'note')
     return dict(type='alert', id=uuid.uuid4().hex[:12],
                 time=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'),
                 model_name=result.model_name, model_version=result.model_version, source=result.source,
-                rows=result.rows, fired=[{k: getattr(c, k) for k in keep} for c in result.alerts], report=report)
+                rows=result.rows, fired=[{k: c.to_dict()[k] for k in keep} for c in result.alerts], report=report)
+
+def alert_summary(record: dict  # from alert_record
+                 ) -> str:
+    "The alert in a few words for a terminal: the model, the data, what fired (the full record goes to the log)."
+    fired = record['fired']
+    said = '; '.join(describe(c) for c in fired[:3]) + (f'; and {len(fired) - 3} more' if len(fired) > 3 else '')
+    return (f"ALERT {record['model_name']} v{record['model_version']} on {record['source']} ({record['rows']} rides): "
+            f"{said} [alert {record['id']}]")
 
 def slack_body(record: dict  # from alert_record
               ) -> dict:
     "A Slack-compatible webhook body for an alert record."
     head = (f":rotating_light: {record['model_name']} v{record['model_version']}: {len(record['fired'])} monitoring "
-            f"check(s) fired on {record['source']} ({record['rows']} rides)")
+            f"finding(s) fired on {record['source']} ({record['rows']} rides)")
     return dict(text=head + '\n' + '\n'.join('• ' + describe(c) for c in record['fired']),
                 attachments=[dict(color='danger', title=f"{c['check']}: {c['column']}",
                                   fields=[dict(title=c['statistic'], value=str(c['value']), short=True),
@@ -96,24 +102,32 @@ def append_line(path: Path,     # a JSON-lines file
     try: os.write(fd, (json.dumps(record, default=str) + '\n').encode())
     finally: os.close(fd)
 
-def raise_alert(result: MonitorResult,        # a result that fired
+def _logged(path: Path, record: dict, echo) -> bool:
+    "Append `record` to the alerts log; False (said with `echo`) when it cannot be written."
+    try: append_line(path, record); return True
+    except OSError as e:
+        echo(f"warning: alert {record.get('alert_id') or record['id']} not written to the alerts log {path}: "
+             f"{e.strerror or type(e).__name__}")
+        return False
+
+def raise_alert(result: Verdict,              # a verdict that fired
                 log_path=None,                # default $MONITORING_DIR/alerts.jsonl
                 webhook_url: str|None=None,   # default $ALERT_WEBHOOK_URL; '' for none
                 report: str|None=None,        # the HTML report's path, named in the alert
                 retries: int=3, timeout: float=5.0, echo=print) -> dict:
-    "Log, print and (if a webhook is set) POST the alert of a result that fired; the record."
+    "Tell every channel that works — screen, alerts log, webhook (if set) — of a verdict that fired; the record."
     log_path = Path(log_path or monitoring_dir()/'alerts.jsonl')
     record = alert_record(result, report)
-    append_line(log_path, record)
-    echo('ALERT ' + json.dumps(record, default=str))
+    echo(alert_summary(record))
+    logged = _logged(log_path, record, echo)
     url = os.environ.get('ALERT_WEBHOOK_URL') if webhook_url is None else webhook_url
     if url:
         d = post_webhook(url, slack_body(record), retries, timeout)
         record['delivery'] = dict(d, host=webhook_host(url))
-        append_line(log_path, dict(type='delivery', alert_id=record['id'], **record['delivery']))
+        if logged: _logged(log_path, dict(type='delivery', alert_id=record['id'], **record['delivery']), echo)
         if d['status'] != 'delivered':
             echo(f"warning: alert {record['id']} not delivered to the webhook at {record['delivery']['host']} after "
-                 f"{d['attempts']} attempt(s): {d.get('error')}; it is in {log_path}")
+                 f"{d['attempts']} attempt(s): {d.get('error')}" + (f"; it is in {log_path}" if logged else ''))
     return record
 
 # %% ../nbs/10_alerts.ipynb #78fe0c65
@@ -123,31 +137,50 @@ def png(fig) -> str:
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80, bbox_inches='tight'); plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
+WEEKDAYS = ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun']
+
+def plot_edges(a, b,       # the reference and current quantile sketches
+               col: str    # the column drawn
+              ) -> np.ndarray:
+    "Shared bin edges: one bin per weekday; else 40 bins over the 1st-99th percentiles of both."
+    if col == 'pickup_weekday': return np.arange(-0.5, 7)
+    lo, hi = min(a.get_quantile(0.01), b.get_quantile(0.01)), max(a.get_quantile(0.99), b.get_quantile(0.99))
+    return np.linspace(lo, hi if hi > lo else lo + 1, 41)
+
+def binned(sketch, edges) -> np.ndarray:
+    "The share of a sketch's values in each bin between consecutive `edges`."
+    return np.asarray(sketch.get_pmf(list(edges)))[1:-1]
+
 def numeric_plot(ax, ref, cur,    # the axis; reference and current profile views
                  col: str):       # a numeric column
     "Reference and current densities of a numeric column on shared bins, titled with their KS distance."
-    a, b = kll(ref, col), kll(cur, col)
+    a, b = quantile_sketch(ref, col), quantile_sketch(cur, col)
     if a is None or b is None: ax.set_title(f'{col}: no data'); return
-    lo, hi = min(a.get_quantile(0.01), b.get_quantile(0.01)), max(a.get_quantile(0.99), b.get_quantile(0.99))
-    edges = np.linspace(lo, hi if hi > lo else lo + 1, 41)
+    edges = plot_edges(a, b, col)
     for s, label in ((a, 'reference'), (b, 'current')):
-        ax.stairs(np.asarray(s.get_pmf(edges.tolist()))[1:-1], edges, label=label, fill=label == 'reference',
-                  alpha=0.5 if label == 'reference' else 1)
+        ax.stairs(binned(s, edges), edges, label=label, fill=label == 'reference', alpha=0.5 if label == 'reference' else 1)
+    if col == 'pickup_weekday': ax.set_xticks(range(7), WEEKDAYS)
     ax.set_title(f"{col} — KS {numeric_drift(ref, cur, col)['ks']:.3f}"); ax.legend(fontsize=8)
 
-def zone_plot(ax, ref, cur, col: str):
-    "Reference and current shares of the 15 zones that moved most."
+def zone_label(zone: str, names: dict) -> str:
+    "A zone's tick label: its ID and name (shortened), or the ID alone when the name is unknown."
+    name = names.get(zone, '')
+    return f'{zone} {name[:24]}' if name else zone
+
+def zone_plot(ax, ref, cur, col: str,
+              names: dict|None=None):  # zone ID -> name (Reference.zone_names)
+    "Reference and current shares of the 15 zones that moved most, labelled with their names."
     p, q = frequencies(ref, col), frequencies(cur, col)
     idx = p.index.union(q.index)
     top = (p.reindex(idx, fill_value=0) - q.reindex(idx, fill_value=0)).abs().nlargest(15).index
     x = np.arange(len(top))
     ax.bar(x - 0.2, p.reindex(top, fill_value=0), 0.4, label='reference')
     ax.bar(x + 0.2, q.reindex(top, fill_value=0), 0.4, label='current')
-    ax.set_xticks(x, top, rotation=90, fontsize=7); ax.legend(fontsize=8)
+    ax.set_xticks(x, [zone_label(z, names or {}) for z in top], rotation=90, fontsize=7); ax.legend(fontsize=8)
     ax.set_title(f"{col}: the 15 zones that moved most — TVD {zone_drift(ref, cur, col)['tvd']:.3f}")
 
 # %% ../nbs/10_alerts.ipynb #48983a9e
-def errors_plot(ax, result: MonitorResult):
+def errors_plot(ax, result: Verdict):
     "RMSE and MAE of the completed rides beside the reference's, with the alert lines."
     perf = result.performance
     if not (perf and perf['rows']): ax.set_title('no completed rides: errors not measured'); ax.axis('off'); return
@@ -158,7 +191,7 @@ def errors_plot(ax, result: MonitorResult):
                label='alert above')
     ax.set_xticks(x, ['RMSE (min)', 'MAE (min)']); ax.legend(fontsize=8); ax.set_title('errors of completed rides')
 
-def time_plots(result: MonitorResult):
+def time_plots(result: Verdict):
     "One plot per headline statistic over the time windows, with its threshold (None without windows)."
     import matplotlib.pyplot as plt
     w, t = pd.DataFrame(result.windows), result.thresholds
@@ -173,7 +206,7 @@ def time_plots(result: MonitorResult):
     return fig
 
 # %% ../nbs/10_alerts.ipynb #5b98fc78
-def figures(result: MonitorResult) -> dict:
+def figures(result: Verdict) -> dict:
     "The report's plots as base64 PNG text: inputs, zones, predictions (and errors), time."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -183,9 +216,9 @@ def figures(result: MonitorResult) -> dict:
     for ax, col in zip(axes, NUMERIC): numeric_plot(ax, ref.train, cur, col)
     figs['inputs'] = png(fig)
     fig, axes = plt.subplots(1, 2, figsize=(15, 3.2))
-    for ax, z in zip(axes, ZONES): zone_plot(ax, ref.train, cur, z)
+    for ax, z in zip(axes, ZONES): zone_plot(ax, ref.train, cur, z, getattr(ref, 'zone_names', {}))
     figs['zones'] = png(fig)
-    if kll(cur, PREDICTION) is not None:
+    if quantile_sketch(cur, PREDICTION) is not None:
         fig, axes = plt.subplots(1, 2, figsize=(15, 3.2))
         numeric_plot(axes[0], ref.validation, cur, PREDICTION); errors_plot(axes[1], result)
         figs['predictions'] = png(fig)
@@ -202,14 +235,14 @@ def template(name: str='report.html.j2'):
     from jinja2 import Environment, PackageLoader
     return Environment(loader=PackageLoader('taxi_duration', 'templates'), autoescape=True).get_template(name)
 
-def render_report(result: MonitorResult  # the run to report
+def render_report(result: Verdict  # the run to report
                  ) -> str:
     "The HTML report of a monitoring result."
-    verdict = 'HEALTHY' if result.healthy else f"ALERT — {len(result.alerts)} check(s) fired"
+    verdict = 'HEALTHY' if result.healthy else f"ALERT — {len(result.alerts)} finding(s) fired"
     return template().render(r=result, verdict=verdict, figures=figures(result), sections=SECTIONS)
 
 # %% ../nbs/10_alerts.ipynb #9b441bda
-def write_outputs(result: MonitorResult,  # the run to report
+def write_outputs(result: Verdict,  # the run to report
                   report_path             # the HTML file; the JSON summary goes beside it
                  ) -> tuple[Path, Path]:
     "Write the HTML report and, beside it, the JSON summary; their paths."

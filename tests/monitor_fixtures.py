@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from taxi_duration import profiles
+from taxi_duration.reference import load_reference, log_reference
+from taxi_duration.rides import RIDE_COLUMNS
 from taxi_duration.data import read_trips
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def in_process_champion(n_train: int|None=None, seed: int=0) -> dict:
     rides), logged with its reference on all of February, registered and promoted in the store
     MLFLOW_TRACKING_URI names; the registry's outcome. The same library calls as the pipeline's steps, without
     papermill or a second fit: for tests that need a champion of their own (the session's is `monitored_store`,
-    the pipeline's own champion on all of January, for which the thresholds of nbs/09_checks.ipynb were measured)."""
+    the pipeline's own champion on all of January, the kind of model the thresholds of nbs/09_verdicts.ipynb were measured for)."""
     import mlflow
     from taxi_duration.core import ensure_experiment, tracking_uri
     from taxi_duration.data import load
@@ -49,9 +50,9 @@ def in_process_champion(n_train: int|None=None, seed: int=0) -> dict:
     with mlflow.start_run() as run:
         log_provenance(prov, frames)
         pipe, m, pred = fit_candidate(feats, 'gbm')
-        uri = log_candidate(pipe, m, feats['y_validation'], pred, feb[profiles.RIDE_COLUMNS].head(5), 'gbm', 0.0)
+        uri = log_candidate(pipe, m, feats['y_validation'], pred, feb[RIDE_COLUMNS].head(5), 'gbm', 0.0)
     cand = dict(run_id=run.info.run_id, model_uri=uri, model='gbm', alpha=0.0, **m)
-    profiles.log_reference(cand['run_id'], jan, feb, pred, {k: m[k] for k in ('rmse', 'mae', 'r2')})
+    log_reference(cand['run_id'], jan, feb, pred, {k: m[k] for k in ('rmse', 'mae', 'r2')})
     return register(cand, feb, prov, predictions=pred)
 
 
@@ -85,7 +86,7 @@ def env(monitored_store, monkeypatch, tmp_path):
 def _reference(monitored_store):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('MLFLOW_TRACKING_URI', monitored_store['tracking_uri'])
-        return profiles.load_reference()
+        return load_reference()
 
 
 @pytest.fixture

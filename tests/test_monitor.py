@@ -15,19 +15,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from taxi_duration import alerts, checks, live, profiles
+from taxi_duration import alerts, monitor, profiles, verdicts
 from taxi_duration.core import TaxiDurationError
 from taxi_duration.data import read_trips
+from taxi_duration.reference import load_reference
 
 pytest_plugins = ['monitor_fixtures']  # the shared fixtures: env, reference, model, raw_march, monitored_store
 
 from monitor_fixtures import SHARED_DATA, month, month_file, run_cli, sample_file  # noqa: E402  (plain functions)
+from scenarios import make_scenario  # noqa: E402
+from servers import free_port  # noqa: E402
 
 
 def test_reference_is_logged_with_the_champion_run(env, reference):
     from taxi_duration.registry import champion, client
     mv = champion()
-    assert reference.version == str(mv.version) and reference.run_id == mv.run_id
+    assert reference.version == str(mv.version)
+    assert reference.run_id == mv.run_id
     names = {Path(a.path).name for a in client().list_artifacts(mv.run_id, 'reference')}
     assert names >= {'train.bin', 'validation.bin', 'metrics.json'}
     assert abs(reference.metrics['rmse'] - float(mv.tags['validation_rmse'])) < 1e-6
@@ -39,7 +43,8 @@ def test_real_later_months_stay_quiet(env, tmp_path, m):
     report = tmp_path / f'{m}.html'
     assert run_cli('--data', month(env, m), '--report', str(report)) == 0
     summary = json.loads(report.with_suffix('.json').read_text())
-    assert summary['healthy'] and not summary['alerts']
+    assert summary['healthy']
+    assert summary['alerts'] == []
     assert not (tmp_path / 'monitoring' / 'alerts.jsonl').exists()
     ratio = [c for c in summary['checks'] if c['statistic'] == 'rmse_ratio'][0]['value']
     assert ratio < 1.1
@@ -59,11 +64,11 @@ EXPECTED = {  # scenario -> (check, column) pairs that must fire
 
 @pytest.mark.parametrize('scenario', list(EXPECTED))
 def test_breakage_fires(env, reference, model, raw_march, scenario):
-    res = checks.monitor_data(checks.make_scenario(raw_march, scenario), reference, model=model)
-    got = {(c.check, c.column) for c in res.alerts}
+    res = verdicts.monitor_data(make_scenario(raw_march, scenario), reference, model=model)
+    got = {(f.kind, f.column) for f in res.alerts}
     assert EXPECTED[scenario] <= got, (scenario, res.alerts)
     if scenario.startswith('slower'):  # the city slowed down: the inputs did not drift, only the errors tell
-        assert not [c for c in res.alerts if c.check != 'performance']
+        assert [f for f in res.alerts if f.kind != 'performance'] == []
 
 
 def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
@@ -78,7 +83,7 @@ def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
     srv = socketserver.TCPServer(('127.0.0.1', 0), Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     data = tmp_path / 'km.parquet'
-    checks.make_scenario(raw_march, 'km').to_parquet(data)
+    make_scenario(raw_march, 'km').to_parquet(data)
     try:
         code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'),
                        '--webhook-url', f'http://127.0.0.1:{srv.server_address[1]}/hook')
@@ -86,27 +91,35 @@ def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
         srv.shutdown(); srv.server_close()
     assert code == 3
     lines = [json.loads(l) for l in (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()]
-    assert [l['type'] for l in lines] == ['alert', 'delivery'] and lines[1]['status'] == 'delivered'
+    assert [l['type'] for l in lines] == ['alert', 'delivery']
+    assert lines[1]['status'] == 'delivered'
+    assert set(lines[0]) == {'type', 'id', 'time', 'model_name', 'model_version', 'source', 'rows', 'fired', 'report'}
+    assert set(lines[0]['fired'][0]) == {'check', 'column', 'statistic', 'value', 'threshold', 'note'}
     body = received[0]
-    assert 'trip_distance' in body['text'] and body['attachments']
+    assert 'trip_distance' in body['text']
+    assert body['attachments']
     alert = body['alert']
-    assert alert['model_version'] == env['version'] and alert['source'] == str(data)
+    assert alert['model_version'] == env['version']
+    assert alert['source'] == str(data)
     fired = {c['column']: c for c in alert['fired']}
-    assert fired['trip_distance']['value'] > fired['trip_distance']['threshold'] == 0.1
+    assert fired['trip_distance']['threshold'] == 0.1
+    assert fired['trip_distance']['value'] > 0.1
     html = (tmp_path / 'r.html').read_text()
-    assert 'ALERT' in html and html.count('<img') >= 4
+    assert 'ALERT' in html
+    assert html.count('<img') >= 4
 
 
 def test_unreachable_webhook_is_retried_recorded_and_still_alerts(env, tmp_path, raw_march):
-    import socket
-    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()  # nothing listens there
+    port = free_port()  # nothing listens there
     data = tmp_path / 'zones.parquet'
-    checks.make_scenario(raw_march, 'zones_constant').to_parquet(data)
+    make_scenario(raw_march, 'zones_constant').to_parquet(data)
     code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'), '--webhook-url', f'http://127.0.0.1:{port}/x')
     assert code == 3
     lines = [json.loads(l) for l in (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()]
     assert lines[0]['type'] == 'alert'
-    assert lines[1]['type'] == 'delivery' and lines[1]['status'] == 'failed' and lines[1]['attempts'] == 3
+    assert lines[1]['type'] == 'delivery'
+    assert lines[1]['status'] == 'failed'
+    assert lines[1]['attempts'] == 3
     assert lines[1]['host'] == f'127.0.0.1:{port}'
 
 
@@ -114,12 +127,13 @@ def test_webhook_from_environment(monkeypatch, tmp_path):
     got = []
     monkeypatch.setattr(alerts, 'post_webhook', lambda url, body, *a: got.append(url) or dict(status='delivered', attempts=1))
     monkeypatch.setenv('ALERT_WEBHOOK_URL', 'http://127.0.0.1:1/hook')
-    fired = [checks.make_check('drift', 'c', 'ks', 0.5, 0.1)]
-    result = checks.MonitorResult(kind='data', source='s', model_name='m', model_version='1', model_run_id='r',
-                                  created='now', rows=5, healthy=False, alerts=fired, checks=fired,
-                                  thresholds=checks.Thresholds(), reference_metrics={}, windows=[])
+    fired = [verdicts.finding('drift', 'c', 'ks', 0.5, 0.1)]
+    result = verdicts.Verdict(kind='data', source='s', model_name='m', model_version='1', model_run_id='r',
+                              created='now', rows=5, healthy=False, alerts=fired, findings=fired,
+                              thresholds=verdicts.Thresholds(), reference_metrics={}, windows=[])
     rec = alerts.raise_alert(result, tmp_path / 'a.jsonl', echo=lambda s: None)
-    assert got == ['http://127.0.0.1:1/hook'] and rec['delivery']['status'] == 'delivered'
+    assert got == ['http://127.0.0.1:1/hook']
+    assert rec['delivery']['status'] == 'delivered'
 
 
 def test_thresholds_are_configurable(env, tmp_path):
@@ -145,11 +159,11 @@ def test_input_errors_exit_2(env, tmp_path):
 
 def test_no_champion_is_a_clear_error(tracking):
     with pytest.raises(TaxiDurationError, match='taxi-duration pipeline'):
-        profiles.load_reference()
+        load_reference()
 
 
 def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, model, raw_march, tmp_path):
-    fr = checks.completed_rides(raw_march)
+    fr = verdicts.completed_rides(raw_march)
     pred = profiles.score_rides(model, fr)
     good = profiles.profile(profiles.monitor_frame(fr, pred), metadata={'model_version': reference.version})
     d = tmp_path / 'profiles'; d.mkdir()
@@ -160,16 +174,18 @@ def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, m
     (d / 'profile-garbage.bin').write_bytes(b'WHY1' + bytes(range(256)) * 4)
     other = profiles.profile(profiles.monitor_frame(fr, pred * 3), metadata={'model_version': 'other'})
     (d / 'profile-other.bin').write_bytes(other.serialize())
-    res = live.monitor_profiles(d, reference)
-    assert res.healthy and res.rows == len(fr) and res.files == 1
+    res = monitor.monitor_profiles(d, reference)
+    assert res.healthy
+    assert res.rows == len(fr)
+    assert res.files == 1
     assert sum('unreadable' in p for p in res.problems) == 3
     assert any('version other left out' in p for p in res.problems)
     assert run_cli('--profiles', str(d), '--report', str(tmp_path / 'p.html')) == 0
 
 
 def test_data_with_missing_values_is_judged_not_dropped(env, reference, model, raw_march):
-    res = checks.monitor_data(checks.make_scenario(raw_march, 'missing'), reference, model=model)
-    miss = {c.column: c.value for c in res.checks if c.check == 'missing'}
+    res = verdicts.monitor_data(make_scenario(raw_march, 'missing'), reference, model=model)
+    miss = {f.column: f.value for f in res.findings if f.kind == 'missing'}
     assert 0.03 < miss['trip_distance'] < 0.07
     assert res.performance['rows'] < res.rows  # rides with a gap are profiled, not scored
 
@@ -177,26 +193,87 @@ def test_data_with_missing_values_is_judged_not_dropped(env, reference, model, r
 def test_report_escapes_what_it_shows(env, reference, model, raw_march, tmp_path):
     "A hostile source name (a file name is an input) is shown as text in the HTML report, never run."
     from dataclasses import replace
-    res = replace(checks.monitor_data(raw_march.head(3000), reference, model=model), source='<script>alert(1)</script>')
+    res = replace(verdicts.monitor_data(raw_march.head(3000), reference, model=model), source='<script>alert(1)</script>')
     html_path, json_path = alerts.write_outputs(res, tmp_path / 'r.html')
     html = html_path.read_text()
-    assert '<script>' not in html and '&lt;script&gt;alert(1)&lt;/script&gt;' in html
+    assert '<script>' not in html
+    assert '&lt;script&gt;alert(1)&lt;/script&gt;' in html
     assert json.loads(json_path.read_text())['source'] == '<script>alert(1)</script>'
 
 
 def test_summary_json_has_no_views(env, reference, model, raw_march):
-    res = checks.monitor_data(raw_march.head(3000), reference, model=model)
+    res = verdicts.monitor_data(raw_march.head(3000), reference, model=model)
     summary = json.loads(res.to_json())
-    assert 'views' not in summary and '_views' not in summary
+    assert 'views' not in summary
     assert list(summary)[:8] == ['kind', 'source', 'model_name', 'model_version', 'model_run_id', 'created', 'rows', 'healthy']
-    assert {'performance', 'window'} <= set(summary) and not {'problems', 'files', 'rejected'} & set(summary)
+    assert {'performance', 'window'} <= set(summary)
+    assert {'problems', 'files', 'rejected'} & set(summary) == set()
+    assert list(summary['checks'][0])[:2] == ['check', 'column']  # the JSON keeps its keys
 
 
 def test_an_unwritable_report_does_not_swallow_the_alert(env, raw_march, tmp_path):
     "The alert goes out first; a report that cannot be written is a warning, and the exit code still says alert."
     data = tmp_path / 'km.parquet'
-    checks.make_scenario(raw_march, 'km').to_parquet(data)
+    make_scenario(raw_march, 'km').to_parquet(data)
     (tmp_path / 'file').write_text('')
     assert run_cli('--data', str(data), '--report', str(tmp_path / 'file' / 'r.html')) == 3
     lines = (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()
     assert [json.loads(l)['type'] for l in lines] == ['alert']
+
+
+def test_a_month_with_no_ride_to_judge_is_one_line_naming_it(env, raw_march, tmp_path, capsys):
+    "Every ride over 60 minutes: nothing to judge, said in one line naming the file (exit 2); no alert, no NaN rows."
+    late = tmp_path / 'late.parquet'
+    raw_march.assign(dropoff_datetime=raw_march.pickup_datetime + pd.Timedelta(minutes=90)).to_parquet(late)
+    assert run_cli('--data', str(late), '--report', str(tmp_path / 'r.html')) == 2
+    err = capsys.readouterr().err
+    assert f'{late}: no completed rides' in err
+    assert not (tmp_path / 'monitoring' / 'alerts.jsonl').exists()
+
+
+def test_a_file_without_rows_is_named_not_printed(env, raw_march, tmp_path, capsys):
+    empty = tmp_path / 'empty.parquet'
+    raw_march.head(0).to_parquet(empty)
+    assert run_cli('--data', str(empty), '--report', str(tmp_path / 'r.html')) == 2
+    err = capsys.readouterr().err
+    assert f'{empty}: no completed rides' in err
+    assert 'DataFrame' not in err
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    "A webhook on loopback that keeps what it receives."
+    received = []
+
+    def do_POST(self):
+        self.received.append(json.loads(self.rfile.read(int(self.headers['Content-Length']))))
+        self.send_response(200); self.end_headers()
+
+    def log_message(self, *a): pass
+
+
+def test_an_unwritable_alerts_log_still_alerts_on_screen_and_webhook(env, raw_march, tmp_path):
+    """The `taxi-duration monitor` command with --alerts-log where a file stands in for the folder: the alert is
+    printed (a short summary, not the raw record), the webhook gets it, the log failure is said, and it exits 3."""
+    import subprocess, sys
+    from monitor_fixtures import ROOT
+    _Hook.received = []
+    srv = socketserver.TCPServer(('127.0.0.1', 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    data = tmp_path / 'km.parquet'
+    make_scenario(raw_march, 'km').to_parquet(data)
+    (tmp_path / 'file').write_text('')
+    cmd = [str(Path(sys.executable).parent / 'taxi-duration'), 'monitor', '--data', str(data),
+           '--report', str(tmp_path / 'r.html'), '--alerts-log', str(tmp_path / 'file' / 'alerts.jsonl'),
+           '--webhook-url', f'http://127.0.0.1:{srv.server_address[1]}/hook']
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    finally:
+        srv.shutdown(); srv.server_close()
+    assert run.returncode == 3, run.stderr[-2000:]
+    [alert] = [l for l in run.stdout.splitlines() if l.startswith('ALERT')]
+    assert 'drift trip_distance: ks' in alert
+    assert '{' not in alert  # a summary for people; the JSON record is for the log and the webhook
+    assert sum(l.startswith('warning: alert') and 'alerts log' in l for l in run.stdout.splitlines()) == 1
+    assert len(_Hook.received) == 1
+    assert _Hook.received[0]['alert']['source'] == str(data)

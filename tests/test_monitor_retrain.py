@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from taxi_duration import checks
 from taxi_duration.data import read_trips
 from taxi_duration.registry import champion
 
 from conftest import new_store
 from monitor_fixtures import SHARED_DATA, in_process_champion, run_cli, sample_file
+from scenarios import make_scenario
 
 
 def _champion_env(monkeypatch, tmp_path):
@@ -49,11 +49,12 @@ def kept_champion(_kept_registry, tmp_path, monkeypatch):
 
 def test_retrain_on_a_performance_alert_promotes_a_better_challenger(sample_champion, tmp_path, capsys):
     slow = tmp_path / 'slow.parquet'
-    checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'slower').to_parquet(slow)
+    make_scenario(read_trips(sample_file('03', tmp_path)), 'slower').to_parquet(slow)
     code = run_cli('--data', str(slow), '--retrain', '--report', str(tmp_path / 'r.html'))
     out = capsys.readouterr().out
     assert code == 3
-    assert 'retrain: challenger' in out and 'PROMOTED to champion' in out, out
+    assert 'retrain: challenger' in out, out
+    assert 'PROMOTED to champion' in out, out
     assert str(champion().version) == '2'
     kept = list((tmp_path / 'monitoring' / 'retrain').glob('*/*.parquet'))
     assert {p.name for p in kept} == {'train.parquet', 'validation.parquet'}
@@ -63,18 +64,22 @@ def test_retrain_on_a_performance_alert_promotes_a_better_challenger(sample_cham
 
 def test_drift_alone_does_not_retrain(kept_champion, tmp_path, capsys):
     km = tmp_path / 'km.parquet'
-    checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'zones_scrambled').to_parquet(km)
+    make_scenario(read_trips(sample_file('03', tmp_path)), 'zones_scrambled').to_parquet(km)
     code = run_cli('--data', str(km), '--retrain', '--threshold', 'rmse_ratio=10', '--threshold', 'mae_ratio=10',
                    '--threshold', 'coverage_drop=1', '--report', str(tmp_path / 'r.html'))
-    assert code == 3 and 'not retraining' in capsys.readouterr().out
+    assert code == 3
+    assert 'not retraining' in capsys.readouterr().out
     assert str(champion().version) == '1'
 
 
 def test_broken_inputs_are_never_retrained_on(kept_champion, tmp_path, capsys):
     "Distances in km make the errors jump (a performance alert), but a model trained on them would learn the breakage."
     km = tmp_path / 'km.parquet'
-    checks.make_scenario(read_trips(sample_file('03', tmp_path)), 'km').to_parquet(km)
+    make_scenario(read_trips(sample_file('03', tmp_path)), 'km').to_parquet(km)
     code = run_cli('--data', str(km), '--retrain', '--report', str(tmp_path / 'r.html'))
     out = capsys.readouterr().out
-    assert code == 3 and 'retrain: refused: the inputs look broken' in out and 'drift trip_distance' in out, out
-    assert str(champion().version) == '1' and not (tmp_path / 'monitoring' / 'retrain').exists()
+    assert code == 3
+    assert 'retrain: refused: the inputs look broken' in out, out
+    assert 'drift trip_distance' in out, out
+    assert str(champion().version) == '1'
+    assert not (tmp_path / 'monitoring' / 'retrain').exists()
