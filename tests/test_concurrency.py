@@ -174,18 +174,73 @@ def test_a_busy_store_is_retried_and_then_named_not_a_raw_sql_error(tmp_path, mo
 
 
 def test_the_registry_lease_is_held_by_one_client_at_a_time(tmp_path):
-    "core.registry_lease (promotions through a server): six contenders, never two inside, nothing left behind."
+    "Six clients contend for the registry lease on one store: each gets it, never two inside, nothing left behind."
     import threading
     from mlflow import MlflowClient
     from taxi_duration.core import registry_lease
     uri = new_store(tmp_path)  # any store with a registry takes the lease the same way; the server is in test_team_tracking
     MlflowClient(uri).search_registered_models()
-    inside, most = [], []
+    inside, most, errors = [], [], []
     def contend():
-        with registry_lease(uri, 'promotion'):
-            inside.append(1); most.append(len(inside)); time.sleep(0.05); inside.pop()
+        try:
+            with registry_lease(uri, 'promotion'):
+                inside.append(1); most.append(len(inside)); time.sleep(0.05); inside.pop()
+        except Exception as e: errors.append(e)
     threads = [threading.Thread(target=contend) for _ in range(6)]
     for t in threads: t.start()
     for t in threads: t.join()
-    assert len(most) == 6 and max(most) == 1
+    assert errors == []
+    assert len(most) == 6
+    assert max(most) == 1
     assert MlflowClient(uri).search_registered_models() == []
+
+
+def refused_while_released(uri: str, monkeypatch) -> dict:
+    """A contender's create of the lease is refused while a client holds it; the holder releases before MLflow's SQL
+    store re-reads the name to word its error (the store's own read is held back until then: the one interleaving
+    that made a create fail with RESOURCE_DOES_NOT_EXIST). What the contender got: {'held': True} or {'error': e}."""
+    import threading
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+    from taxi_duration.core import registry_lease
+    refused, released, got = threading.Event(), threading.Event(), {}
+    read = SqlAlchemyStore.get_registered_model
+    def read_after_release(self, name):
+        if threading.current_thread().name == 'contender' and not refused.is_set():
+            refused.set(); released.wait(60)
+        return read(self, name)
+    monkeypatch.setattr(SqlAlchemyStore, 'get_registered_model', read_after_release)
+    def contend():
+        try:
+            with registry_lease(uri, 'race', wait=60): got['held'] = True
+        except Exception as e: got['error'] = e
+    contender = threading.Thread(target=contend, name='contender')
+    with registry_lease(uri, 'race'):
+        contender.start()
+        assert refused.wait(60)  # its create was refused; MLflow is about to read the name again
+    released.set()
+    contender.join(120)
+    return got
+
+
+def test_a_contender_refused_while_the_holder_releases_gets_the_lease(tmp_path, monkeypatch):
+    """MLflow's SQL store (SQLite here, PostgreSQL in test_team_tracking) words a refused create by reading the
+    model again; released in between, the create fails with 'does not exist' (an IntegrityError in its traceback).
+    The contender takes that as "taken a moment ago", tries again and gets the lease."""
+    from mlflow import MlflowClient
+    uri = new_store(tmp_path)
+    MlflowClient(uri).search_registered_models()
+    assert refused_while_released(uri, monkeypatch) == {'held': True}
+    assert MlflowClient(uri).search_registered_models() == []
+
+
+def test_a_lease_read_without_its_age_is_waited_for_not_broken(tmp_path):
+    """MLflow reads a model's tags in a second query: a lease read while it changes hands can come back without its
+    `since` tag. Such a lease is never taken for a dead one (deleting it could let two clients in)."""
+    from mlflow import MlflowClient
+    from taxi_duration.core import TaxiDurationError, registry_lease
+    uri = new_store(tmp_path)
+    c = MlflowClient(uri)
+    c.create_registered_model('taxi-duration.lock.promotion')  # no tags, as such a read sees it
+    with pytest.raises(TaxiDurationError, match='waited 0.5 s for the registry lease taxi-duration.lock.promotion'):
+        with registry_lease(uri, 'promotion', wait=0.5): pass
+    assert c.get_registered_model('taxi-duration.lock.promotion').tags == {}
