@@ -1,7 +1,9 @@
-"""Shared fixtures: real data locations and throw-away MLflow stores.
+"""Shared fixtures: where the real months are, throw-away MLflow stores, and models trained once per run.
 
-Tests never touch the network and never write to the user's ./mlflow.db: every test that
-needs MLflow gets its own SQLite store in a temp folder.
+Tests never touch the network but loopback, never read what the user set for their own work (USER_SETTINGS: a
+TLC mirror, a tracking server, …) and never write to the user's ./mlflow.db: every test that needs MLflow gets
+its own SQLite store in a temp folder. A test that needs the real TLC months asks for the `real_months` fixture
+(the folder holding them) and is skipped, saying where they were looked for, without them.
 """
 import fcntl, os, pickle
 from pathlib import Path

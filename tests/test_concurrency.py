@@ -49,13 +49,14 @@ def test_pipelines_started_at_once_on_a_new_sqlite_store_all_finish(slices, tmp_
     champion, and the store stays usable afterwards (its schema is created once, under a lock)."""
     uri = new_store(tmp_path / 'store')
     assert not (tmp_path / 'store').exists()
-    procs = [subprocess.Popen([str(BIN / 'taxi-duration'), 'pipeline', f'--train_data={slices[n]}',
-                               f"--validation_data={slices['validation']}", '--model=linear'],
-                              cwd=tmp_path, env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in (1500, 3000, 6000)]
-    results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
-    for code, out, err in results:
-        assert code == 0, err[-3000:]
+    procs = []
+    for n in (1500, 3000, 6000):  # output to files: an unread pipe could fill and stall a pipeline holding the lock
+        with open(tmp_path / f'{n}.stderr', 'w') as err:
+            procs.append(subprocess.Popen([str(BIN / 'taxi-duration'), 'pipeline', f'--train_data={slices[n]}',
+                                           f"--validation_data={slices['validation']}", '--model=linear'],
+                                          cwd=tmp_path, env=_env(uri), stdout=subprocess.DEVNULL, stderr=err))
+    for n, p in zip((1500, 3000, 6000), procs):
+        assert p.wait(timeout=600) == 0, (tmp_path / f'{n}.stderr').read_text()[-3000:]
     from mlflow import MlflowClient
     c = MlflowClient(uri)
     versions = c.search_model_versions("name='taxi-duration'")
@@ -121,21 +122,22 @@ def test_two_registrations_finishing_at_once_keep_the_better_champion(slices, tm
     assert jobs[0]['candidate']['rmse'] < jobs[1]['candidate']['rmse']
     jobs[0]['delays'], jobs[1]['delays'] = [1.5, 0], [0, 3]
     jobs[0]['no_lock'] = jobs[1]['no_lock'] = bool(os.environ.get('TAXI_TEST_NO_LOCK'))
-    procs = []
+    procs, logs = [], [(tmp_path / f'job{i}.stdout', tmp_path / f'job{i}.stderr') for i in range(len(jobs))]
     for i, job in enumerate(jobs):
         (tmp_path / f'job{i}.json').write_text(json.dumps(job))
-        procs.append(subprocess.Popen([sys.executable, '-c', CHILD, str(tmp_path / f'job{i}.json')], cwd=tmp_path,
-                                      env=_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        with open(logs[i][0], 'w') as out, open(logs[i][1], 'w') as err:
+            procs.append(subprocess.Popen([sys.executable, '-c', CHILD, str(tmp_path / f'job{i}.json')], cwd=tmp_path,
+                                          env=_env(uri), stdout=out, stderr=err))
     deadline = time.monotonic() + 300
     while not all(Path(j['ready']).exists() for j in jobs):  # both imported and waiting (or one died: say why)
-        assert all(p.poll() is None for p in procs), [p.stderr.read()[-3000:] for p in procs if p.poll() is not None]
+        assert [p.poll() for p in procs] == [None, None], [err.read_text()[-3000:] for _, err in logs]
         assert time.monotonic() < deadline, 'the two registrations did not get ready within 300 s'
         time.sleep(0.05)
     (tmp_path / 'go').touch()
     outs = []
-    for p in procs:
-        assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
-        outs.append(json.loads(p.stdout.read().strip().splitlines()[-1]))
+    for p, (out, err) in zip(procs, logs):
+        assert p.wait(timeout=300) == 0, err.read_text()[-3000:]
+        outs.append(json.loads(out.read_text().strip().splitlines()[-1]))
     from mlflow import MlflowClient
     c = MlflowClient(uri)
     better = [v for v in c.search_model_versions("name='taxi-duration'")

@@ -34,9 +34,10 @@ def env_for(uri: str) -> dict:
 MAIN = 'import sys; from taxi_duration.cli import main; sys.exit(main())'
 
 
-def cli(*args, uri: str, cwd, **kw):
-    return subprocess.Popen([sys.executable, '-c', MAIN, *args], env=env_for(uri), cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+def cli(*args, uri: str, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+    "`taxi-duration ARGS` started in `cwd` against the tracking URI `uri`."
+    return subprocess.Popen([sys.executable, '-c', MAIN, *args], env=env_for(uri), cwd=cwd, stdout=stdout,
+                            stderr=stderr, text=True)
 
 
 @pytest.fixture(scope='module')
@@ -68,15 +69,19 @@ SERVED = [['--model=linear'], *(['--model=ridge', f'--alpha={a}'] for a in ('30'
 def four(team):
     """Four pipelines started at once: linear and two ridge alphas through the server, and a linear one straight on
     PostgreSQL (MLFLOW_TRACKING_URI=postgresql://..., its own experiment and model name, artifacts in ./mlruns of
-    its folder), writing to the same database at the same time; their (returncode, stderr)."""
+    its folder), writing to the same database at the same time; their (returncode, stderr). Their output goes to
+    files: a pipe nobody reads while another pipeline is waited for could fill and stall a lease holder."""
     data = [f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}"]
     direct = team['tmp'] / 'direct'
     direct.mkdir()
-    procs = [cli('pipeline', *data, *m, uri=team['uri'], cwd=team['tmp']) for m in SERVED]
-    procs.append(cli('pipeline', *data, '--model=linear', '--experiment=direct', '--model_name=direct-model',
-                     uri=team['backend'], cwd=direct))
-    errs = [p.communicate(timeout=900)[1] for p in procs]
-    return [(p.returncode, e) for p, e in zip(procs, errs)]
+    errs = [team['tmp'] / f'pipeline{i}.stderr' for i in range(len(SERVED) + 1)]
+    args = [('pipeline', *data, *m) for m in SERVED]
+    args.append(('pipeline', *data, '--model=linear', '--experiment=direct', '--model_name=direct-model'))
+    uris, cwds = [team['uri']] * len(SERVED) + [team['backend']], [team['tmp']] * len(SERVED) + [direct]
+    procs = []
+    for a, uri, cwd, err in zip(args, uris, cwds, errs):
+        with open(err, 'w') as f: procs.append(cli(*a, uri=uri, cwd=cwd, stdout=subprocess.DEVNULL, stderr=f))
+    return [(p.wait(timeout=900), err.read_text()) for p, err in zip(procs, errs)]
 
 
 def test_four_pipelines_at_once_all_finish(four):
