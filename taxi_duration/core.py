@@ -9,10 +9,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'REGISTRY_HTTP', 'LEASE_SECONDS', 'BUSY_HINT', 'disable_telemetry',
-           'modified_env', 'forbid_pickle', 'TaxiDurationError', 'tracking_uri', 'bound_registry_calls',
-           'artifact_root', 'store_lock', 'registry_lease', 'retry_busy', 'ensure_experiment', 'atomic_path',
-           'git_commit']
+__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'REGISTRY_HTTP', 'LEASE_SECONDS', 'LEASE_TAKEN', 'BUSY_HINT',
+           'disable_telemetry', 'modified_env', 'forbid_pickle', 'TaxiDurationError', 'tracking_uri',
+           'bound_registry_calls', 'artifact_root', 'store_lock', 'registry_lease', 'retry_busy', 'ensure_experiment',
+           'atomic_path', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 TELEMETRY_OPT_OUT = {'MLFLOW_DISABLE_TELEMETRY': 'true', 'DO_NOT_TRACK': 'true', 'WHYLOGS_NO_ANALYTICS': '1'}
@@ -101,6 +101,9 @@ def store_lock(uri: str,          # the tracking URI
 
 # %% ../nbs/00_core.ipynb #5aeed174
 LEASE_SECONDS = 60  # a promotion takes well under a second; a lease this old was left by a client that died
+# what creating a taken name raises: 'already exists', or 'does not exist' when its holder released it while
+# MLflow's SQL store re-read it to word the error (any SQL store: SQLite, PostgreSQL, the server's)
+LEASE_TAKEN = ('RESOURCE_ALREADY_EXISTS', 'RESOURCE_DOES_NOT_EXIST')
 
 @contextmanager
 def registry_lease(uri: str,            # a server or database tracking URI (not SQLite: that has a file lock)
@@ -114,9 +117,10 @@ def registry_lease(uri: str,            # a server or database tracking URI (not
     while True:
         try: retry_busy(client.create_registered_model, name, tags={'holder': me, 'since': f'{time.time():.3f}'}); break
         except Exception as e:
-            if getattr(e, 'error_code', None) != 'RESOURCE_ALREADY_EXISTS': raise
+            if getattr(e, 'error_code', None) not in LEASE_TAKEN: raise
         try:
-            if time.time() - float(retry_busy(client.get_registered_model, name).tags.get('since', 0)) > LEASE_SECONDS:
+            since = retry_busy(client.get_registered_model, name).tags.get('since')  # None: read while changing hands
+            if since is not None and time.time() - float(since) > LEASE_SECONDS:
                 retry_busy(client.delete_registered_model, name)  # its holder died holding it
         except Exception: pass  # released meanwhile
         if time.time() > deadline: raise TaxiDurationError(f'waited {wait:g} s for the registry lease {name}')

@@ -1,7 +1,9 @@
-"""Shared fixtures: real data locations and throw-away MLflow stores.
+"""Shared fixtures: where the real months are, throw-away MLflow stores, and models trained once per run.
 
-Tests never touch the network and never write to the user's ./mlflow.db: every test that
-needs MLflow gets its own SQLite store in a temp folder.
+Tests never touch the network but loopback, never read what the user set for their own work (USER_SETTINGS: a
+TLC mirror, a tracking server, …) and never write to the user's ./mlflow.db: every test that needs MLflow gets
+its own SQLite store in a temp folder. A test that needs the real TLC months asks for the `real_months` fixture
+(the folder holding them) and is skipped, saying where they were looked for, without them.
 """
 import fcntl, os, pickle
 from pathlib import Path
@@ -9,50 +11,65 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / 'shared' / 'data'
-FULL_MONTHS = [SHARED_DATA / f'green_tripdata_2021-0{m}.parquet' for m in (1, 2, 3)]
+# What a user may have set for their own work (a mirror, a tracking server, a model, folders): no test reads it.
+USER_SETTINGS = ('TAXI_TLC_BASE_URL', 'TAXI_SAMPLE_DIR', 'TAXI_DURATION_NBS', 'MLFLOW_TRACKING_URI', 'MLFLOW_REGISTRY_URI',
+                 'MODEL_URI', 'MODEL_CACHE_DIR', 'MONITORING_DIR', 'REFRESH_SECONDS', 'ALERT_WEBHOOK_URL', 'HOST', 'PORT')
+
+
+def project_data_dir(root: Path=ROOT, environ=os.environ) -> Path:
+    """Where the project finds the TLC months, as the Makefile decides: `$TAXI_DATA_DIR`, else ../shared/data beside
+    the checkout when it holds 2021-01 (CI, the developers), else ./data (where `make run` downloads them)."""
+    if environ.get('TAXI_DATA_DIR'): return Path(environ['TAXI_DATA_DIR']).resolve()
+    shared = root.parent / 'shared' / 'data'
+    return shared if (shared / 'green_tripdata_2021-01.parquet').exists() else root / 'data'
+
+
+DATA_DIR = project_data_dir()
+REAL_MONTHS = [DATA_DIR / f'green_tripdata_2021-0{m}.parquet' for m in (1, 2, 3)]
+NO_DATA = (f'needs the real 2021-01, -02 and -03 green months in {DATA_DIR} (`make run` downloads them there; '
+           'or set TAXI_DATA_DIR; the repository carries no TLC data)')
+
+
+@pytest.fixture(scope='session')
+def real_months() -> Path:
+    """The folder holding the real 2021 green months; the test is skipped, saying why, where they are absent.
+    The one way to ask: as an argument, or `pytest.mark.usefixtures('real_months')` (a whole module: `pytestmark`)."""
+    if not all(p.exists() for p in REAL_MONTHS): pytest.skip(NO_DATA)
+    return DATA_DIR
+
+
+# The same question under older names, for the test files that still ask it their own way.
+SHARED_DATA, FULL_MONTHS, full_data_dir = DATA_DIR, REAL_MONTHS, real_months
 
 
 def have_real_months(n: int=3) -> bool:
-    "Whether ../shared/data holds the first `n` real 2021 green months."
-    return all(p.exists() for p in FULL_MONTHS[:n])
-
-
-NO_DATA = (f'needs the real TLC months in {SHARED_DATA} (CI and developer machines have them; '
-           'the repository carries no TLC data)')
+    "Whether DATA_DIR holds the first `n` real 2021 green months (prefer the `real_months` fixture)."
+    return all(p.exists() for p in REAL_MONTHS[:n])
 
 
 @pytest.fixture(scope='session', autouse=True)
 def _sample_dir(tmp_path_factory):
-    """For the whole session (module fixtures included): `sample:` specs are drawn into a temp folder
-    (never into the read-only shared data), and specs resolve to ../shared/data when it is there."""
+    """For the whole session (module fixtures included): none of the user's own settings, specs resolve to
+    DATA_DIR, and `sample:` specs are drawn into a temp folder (never into a read-only data folder)."""
     d = tmp_path_factory.mktemp('samples')
     with pytest.MonkeyPatch.context() as mp:
+        for name in USER_SETTINGS: mp.delenv(name, raising=False)
         mp.setenv('TAXI_SAMPLE_DIR', str(d))
-        if have_real_months() and not os.environ.get('TAXI_DATA_DIR'): mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+        mp.setenv('TAXI_DATA_DIR', str(DATA_DIR))
         yield d
 
 
 @pytest.fixture(autouse=True)
 def _no_network_no_telemetry(monkeypatch, _sample_dir, tmp_path_factory):
-    """Every test: telemetry off, no TLC download (a spec that is not cached fails fast), specs resolve
-    to ../shared/data when it is there, and `sample:` specs are drawn into a temp folder (never into
-    the read-only shared data), and a private cache of served models."""
+    """Every test: telemetry off, no TLC download (a spec that is not cached fails fast), specs resolve to
+    DATA_DIR, `sample:` specs are drawn into a temp folder, and a private cache of served models."""
     monkeypatch.setenv('MLFLOW_DISABLE_TELEMETRY', 'true')
     monkeypatch.setenv('DO_NOT_TRACK', 'true')
     monkeypatch.setenv('WHYLOGS_NO_ANALYTICS', '1')
     monkeypatch.setenv('TAXI_TLC_BASE_URL', 'http://127.0.0.1:9/unreachable')
     monkeypatch.setenv('TAXI_SAMPLE_DIR', str(_sample_dir))
+    monkeypatch.setenv('TAXI_DATA_DIR', str(DATA_DIR))
     monkeypatch.setenv('MODEL_CACHE_DIR', str(tmp_path_factory.mktemp('model-cache')))
-    if have_real_months() and not os.environ.get('TAXI_DATA_DIR'):
-        monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
-
-
-@pytest.fixture
-def real_months():
-    "Skip the test, saying why, unless ../shared/data holds the real months."
-    if not have_real_months(): pytest.skip(NO_DATA)
-    return SHARED_DATA
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -62,14 +79,6 @@ def _restore_threads():
     before = threadpool_info()
     yield
     threadpool_limits(before)
-
-
-@pytest.fixture
-def full_data_dir():
-    "The folder with the real full 2021 green months (../shared/data); skip where it is absent."
-    if not all(p.exists() for p in FULL_MONTHS):
-        pytest.skip(f'the full real months are not in {SHARED_DATA} (CI and developer machines have them)')
-    return SHARED_DATA
 
 
 def built_once(tmp_path_factory, name: str, build):
@@ -111,36 +120,34 @@ def tracking(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope='session')
-def trained_store(tmp_path_factory):
+def trained_store(real_months, tmp_path_factory):
     """An MLflow store holding a champion trained once per session by the real pipeline on the full
-    2021-01/02 months of ../shared/data; skipped (with the reason) where they are absent.
+    2021-01/02 months; skipped (with the reason) where they are absent.
     Returns the pipeline's outcome as a dict plus 'tracking_uri' and 'full' (True)."""
     import dataclasses
     from taxi_duration.core import modified_env
     from taxi_duration.pipeline import run_pipeline
-    if not have_real_months(2): pytest.skip(NO_DATA)
 
     def build(tmp):
         uri = new_store(tmp)
         with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable',
-                          TAXI_DATA_DIR=str(SHARED_DATA), TAXI_SAMPLE_DIR=str(tmp / 'samples')):
+                          TAXI_DATA_DIR=str(real_months), TAXI_SAMPLE_DIR=str(tmp / 'samples')):
             res = run_pipeline('green:2021-01', 'green:2021-02', log=lambda s: None)
         return dict(dataclasses.asdict(res), tracking_uri=uri, full=True)
     return built_once(tmp_path_factory, 'trained', build)
 
 
 @pytest.fixture(scope='session')
-def small_model(tmp_path_factory):
+def small_model(real_months, tmp_path_factory):
     """A model pipeline fitted in-process in a few seconds by the pipeline's own functions on 20,000 real
     January rides, its interval calibrated on 10,000 February rides: what the HTTP tests serve."""
-    if not have_real_months(): pytest.skip(NO_DATA)
     from taxi_duration.data import load
     from taxi_duration.features import featurize
     from taxi_duration.train import fit_candidate
 
     def build(_):
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+            mp.setenv('TAXI_DATA_DIR', str(real_months))
             feats = featurize(load('green:2021-01')[0].sample(20_000, random_state=0),
                               load('green:2021-02')[0].sample(10_000, random_state=0), 'zones_time')
             return fit_candidate(feats, 'gbm')[0]

@@ -1,10 +1,34 @@
-"""The servers the tests start themselves (gunicorn, `python app.py`, the CLI's servers): a free loopback
+"""The servers the tests start themselves (gunicorn, `python app.py`, the CLI's servers, PostgreSQL): a free loopback
 port, waiting until one answers, and stopping it with every process it started."""
-import os, signal, subprocess
+import os, random, signal, socket, subprocess
 
-from taxi_duration.tracking import free_port, wait_http  # the library's own: one idiom, not one per test file
+from taxi_duration.tracking import wait_http  # the library's own wait: one idiom, not one per test file
 
 __all__ = ['free_port', 'wait_http', 'start', 'stop']
+
+
+def _ephemeral_range() -> tuple:
+    "The ports the kernel hands out for port-0 binds and outgoing connections (Linux; its default elsewhere)."
+    try: lo, hi = map(int, open('/proc/sys/net/ipv4/ip_local_port_range').read().split())
+    except (OSError, ValueError): lo, hi = 32768, 60999
+    return lo, hi
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server started next. Drawn at random *below* the kernel's ephemeral
+    range: the kernel's own port-0 choice would be handed to the next outgoing connection of any process on the
+    machine (eight sessions share it), and the server's bind then fails; random, so tests choosing at once
+    rarely pick the same one; bound once here to check nobody holds it."""
+    lo, hi = _ephemeral_range()
+    first, last = (max(1024, lo - 12000), lo - 1) if lo > 2048 else (hi + 1, 65535)
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.randint(first, last)
+        with socket.socket() as s:
+            try: s.bind(('127.0.0.1', port))
+            except OSError: continue  # in use (or in TIME_WAIT): draw another
+            return port
+    raise OSError(f'no free TCP port on 127.0.0.1 between {first} and {last}')
 
 
 def start(cmd: list, *, url: str|None=None, timeout: float=90, **popen) -> subprocess.Popen:

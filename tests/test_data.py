@@ -1,8 +1,8 @@
 """Data loading end to end: specs, the cache, downloads from a local HTTP server, samples, bad files.
 
 Download and file-handling tests use a small hand-made month in the TLC's green schema (not TLC
-data), so they run on a fresh clone; tests about the real months use ../shared/data and skip,
-saying why, without it.
+data), so they run on a fresh clone; tests about the real months ask for them through the `real_months`
+fixture and skip, saying why, without them.
 """
 import http.server
 import io
@@ -69,9 +69,11 @@ def tlc_server(monkeypatch, tmp_path):
     monkeypatch.setenv('TAXI_SAMPLE_DIR', str(tmp_path / 'samples'))
     yield _Handler
     srv.shutdown()
+    srv.server_close()
 
 
 def test_spec_downloads_once_into_the_cache(tlc_server, tmp_path, month_file):
+    "A month spec not in the cache is downloaded once, then read from the cache."
     tlc_server.files['/trip-data/green_tripdata_2021-01.parquet'] = month_file.read_bytes()
     path = resolve('green:2021-01', progress=False)
     assert path == tmp_path / 'cache' / 'green_tripdata_2021-01.parquet'
@@ -79,12 +81,14 @@ def test_spec_downloads_once_into_the_cache(tlc_server, tmp_path, month_file):
     resolve('green:2021-01', progress=False)  # cached: no second request
     assert tlc_server.hits == ['/trip-data/green_tripdata_2021-01.parquet']
     df, prov = load('green:2021-01', progress=False)
-    assert prov['rows_raw'] == 500 and prov['sha256'] == data.sha256(month_file)
+    assert prov['rows_raw'] == 500
+    assert prov['sha256'] == data.sha256(month_file)
 
 
 @pytest.mark.parametrize('suffix', ['', '/', '/trip-data', '/trip-data/'])
 def test_base_url_names_the_host_root_and_the_old_trip_data_spelling_still_works(tlc_server, month_file, suffix,
                                                                                   monkeypatch):
+    "TAXI_TLC_BASE_URL names the host root; a trailing slash or /trip-data still reaches both of its folders."
     monkeypatch.setenv('TAXI_TLC_BASE_URL', tlc_server.root + suffix)
     tlc_server.files['/trip-data/green_tripdata_2021-01.parquet'] = month_file.read_bytes()
     tlc_server.files['/misc/taxi_zone_lookup.csv'] = b'LocationID,Borough,Zone,service_zone\n1,EWR,Newark Airport,EWR\n'
@@ -94,11 +98,13 @@ def test_base_url_names_the_host_root_and_the_old_trip_data_spelling_still_works
 
 
 def test_fetch_misc_caches_a_zip_and_refuses_what_is_not_one(tlc_server, tmp_path):
+    "A misc .zip is downloaded once and cached; an HTML page served in its place is refused and not cached."
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, 'w') as z: z.writestr('taxi_zones.shp', b'shape bytes')
     tlc_server.files['/misc/taxi_zones.zip'] = buf.getvalue()
     path = data.fetch_misc('taxi_zones.zip', progress=False)
-    assert path == tmp_path / 'cache' / 'taxi_zones.zip' and zipfile.is_zipfile(path)
+    assert path == tmp_path / 'cache' / 'taxi_zones.zip'
+    assert zipfile.is_zipfile(path)
     data.fetch_misc('taxi_zones.zip', progress=False)
     assert tlc_server.hits == ['/misc/taxi_zones.zip']
     tlc_server.files['/misc/other.zip'] = b'<html>maintenance</html>'
@@ -109,11 +115,13 @@ def test_fetch_misc_caches_a_zip_and_refuses_what_is_not_one(tlc_server, tmp_pat
 
 @pytest.mark.parametrize('name', ['../x.csv', 'a/b.csv', 'x.parquet', '.hidden.csv', ''])
 def test_fetch_misc_takes_only_plain_file_names(name):
+    "A misc file name with a path, another suffix, a leading dot or nothing is refused before any download."
     with pytest.raises(TaxiDurationError, match='not a TLC misc file name'):
         data.fetch_misc(name)
 
 
 def test_interrupted_download_leaves_no_file(tlc_server, tmp_path, month_file):
+    "A download shorter than its Content-Length is an error and leaves nothing in the cache."
     tlc_server.files['/trip-data/green_tripdata_2021-02.parquet'] = month_file.read_bytes()
     tlc_server.lie_length.add('/trip-data/green_tripdata_2021-02.parquet')
     with pytest.raises(TaxiDurationError):
@@ -123,6 +131,7 @@ def test_interrupted_download_leaves_no_file(tlc_server, tmp_path, month_file):
 
 
 def test_non_parquet_download_is_rejected_and_not_cached(tlc_server, tmp_path):
+    "A maintenance page served as a month is refused and not cached."
     tlc_server.files['/trip-data/green_tripdata_2021-03.parquet'] = b'<html>maintenance</html>'
     with pytest.raises(TaxiDurationError, match='did not return a usable .parquet file'):
         resolve('green:2021-03', progress=False)
@@ -130,12 +139,14 @@ def test_non_parquet_download_is_rejected_and_not_cached(tlc_server, tmp_path):
 
 
 def test_month_the_server_does_not_have(tlc_server):
+    "A month the host answers 403 for is 'not published', not 'no network'."
     with pytest.raises(TaxiDurationError, match='TLC does not publish green_tripdata_2020-05.parquet') as e:
         resolve('green:2020-05', progress=False)
     assert not isinstance(e.value, DownloadUnavailable)
 
 
 def test_no_network_says_which_file_goes_where(monkeypatch, tmp_path):
+    "Without network: one line naming the file, the folder to put it in, and where the TLC publishes it."
     monkeypatch.setenv('TAXI_DATA_DIR', str(tmp_path))
     monkeypatch.setenv('TAXI_TLC_BASE_URL', 'http://127.0.0.1:9/nothing-listens-here')
     with pytest.raises(DownloadUnavailable) as e:
@@ -147,6 +158,7 @@ def test_no_network_says_which_file_goes_where(monkeypatch, tmp_path):
 
 
 def test_sample_spec_is_drawn_from_the_cached_month_downloaded_if_needed(tlc_server, tmp_path, month_file):
+    "A sample spec downloads the month if needed and draws a seeded sample of it, written atomically."
     tlc_server.files['/trip-data/green_tripdata_2021-01.parquet'] = month_file.read_bytes()
     path = resolve('sample:green:2021-01', progress=False)
     assert path == tmp_path / 'samples' / 'green_tripdata_2021-01.sample.parquet'
@@ -159,6 +171,7 @@ def test_sample_spec_is_drawn_from_the_cached_month_downloaded_if_needed(tlc_ser
 
 
 def test_a_read_only_data_folder_keeps_samples_elsewhere(monkeypatch, tmp_path, month_file):
+    "With TAXI_DATA_DIR read-only and no TAXI_SAMPLE_DIR, samples go to the per-user cache."
     ro = month_file.parent
     ro.chmod(0o555)
     try:
@@ -172,6 +185,7 @@ def test_a_read_only_data_folder_keeps_samples_elsewhere(monkeypatch, tmp_path, 
 
 
 def test_real_sample_is_4000_seeded_rows_of_the_real_month(real_months):
+    "The sample of a real month is 4,000 rows drawn with seed 0, in the month's order."
     path = resolve('sample:green:2021-01')
     full = pd.read_parquet(real_months / 'green_tripdata_2021-01.parquet')
     want = full.sample(n=4000, random_state=0).sort_index().reset_index(drop=True)
@@ -179,6 +193,7 @@ def test_real_sample_is_4000_seeded_rows_of_the_real_month(real_months):
 
 
 def test_ride_minutes_and_the_window():
+    "A ride's minutes are drop-off minus pick-up; prepare keeps 1-60 minute rides that have a pick-up zone."
     assert (data.MIN_MINUTES, data.MAX_MINUTES) == (1, 60)
     df = fake_month(50)
     df = df.rename(columns=lambda c: c.replace('lpep_', ''))
@@ -190,18 +205,22 @@ def test_ride_minutes_and_the_window():
 
 
 def test_yellow_columns_are_normalised(tmp_path, month_file):
+    "A yellow file (tpep_ columns) reads into the same columns and times as a green one."
     raw = pd.read_parquet(month_file).rename(columns=lambda c: c.replace('lpep_', 'tpep_'))
     raw.to_parquet(tmp_path / 'yellow.parquet')
     df = read_trips(tmp_path / 'yellow.parquet')
-    assert list(df.columns) == data.COLUMNS and len(df) == 500
+    assert list(df.columns) == data.COLUMNS
+    assert len(df) == 500
     assert df.pickup_datetime.equals(read_trips(month_file).pickup_datetime)
 
 
 def test_csv_input_gives_the_same_rides(tmp_path, month_file):
+    "The same month as CSV and as parquet gives the same rides."
     pd.read_parquet(month_file).to_csv(tmp_path / 'jan.csv', index=False)
     a, pa = load(tmp_path / 'jan.csv')
     b, pb = load(month_file)
-    assert pa['rows_kept'] == pb['rows_kept'] and (a.duration.round(9).values == b.duration.round(9).values).all()
+    assert pa['rows_kept'] == pb['rows_kept']
+    np.testing.assert_array_equal(a.duration.round(9).values, b.duration.round(9).values)
 
 
 @pytest.mark.parametrize('content, match', [
@@ -209,6 +228,7 @@ def test_csv_input_gives_the_same_rides(tmp_path, month_file):
     (None, 'missing column'),
 ])
 def test_bad_files_say_what_is_wrong(tmp_path, content, match):
+    "A file that is not parquet, or lacks the ride columns, is one error saying which."
     path = tmp_path / 'bad.parquet'
     if content is None: pd.DataFrame({'a': [1]}).to_parquet(path)
     else: path.write_bytes(content)
@@ -217,6 +237,7 @@ def test_bad_files_say_what_is_wrong(tmp_path, content, match):
 
 
 def test_truncated_parquet(tmp_path, month_file):
+    "A parquet file cut short cannot be read: one error, not a traceback from pyarrow."
     path = tmp_path / 'cut.parquet'
     path.write_bytes(month_file.read_bytes()[:5_000])
     with pytest.raises(TaxiDurationError, match='cannot read'):
@@ -224,6 +245,7 @@ def test_truncated_parquet(tmp_path, month_file):
 
 
 def test_empty_after_filtering(tmp_path, month_file):
+    "A file whose rides are all filtered out is an error saying so."
     raw = pd.read_parquet(month_file)
     raw['lpep_dropoff_datetime'] = raw['lpep_pickup_datetime']  # every ride 0 minutes long
     raw.to_parquet(tmp_path / 'zero.parquet')
@@ -231,7 +253,9 @@ def test_empty_after_filtering(tmp_path, month_file):
         load(tmp_path / 'zero.parquet')
 
 
-def test_full_month_counts_match_the_published_figures(full_data_dir):
-    for month, raw_rows, kept in [('01', 76_518, 73_846), ('02', 64_572, 61_895), ('03', 83_827, 80_349)]:
-        _, prov = load(full_data_dir / f'green_tripdata_2021-{month}.parquet')
-        assert (prov['rows_raw'], prov['rows_kept']) == (raw_rows, kept)
+@pytest.mark.parametrize('month, raw_rows, kept', [('01', 76_518, 73_846), ('02', 64_572, 61_895),
+                                                   ('03', 83_827, 80_349)])
+def test_full_month_counts_match_the_published_figures(real_months, month, raw_rows, kept):
+    "Rows read and rides kept of each real month are the figures the README and the notebooks give."
+    _, prov = load(real_months / f'green_tripdata_2021-{month}.parquet')
+    assert (prov['rows_raw'], prov['rows_kept']) == (raw_rows, kept)

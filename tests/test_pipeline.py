@@ -30,22 +30,28 @@ def alias(uri, which, name='taxi-duration'):
     return int(client(uri).get_model_version_by_alias(name, which).version)
 
 
-def test_full_months_reach_the_quality_bar_and_log_everything(trained_store, full_data_dir, monkeypatch):
+def test_full_months_reach_the_quality_bar_and_log_everything(trained_store, monkeypatch):
+    "The pipeline on the real January/February: gbm registered as champion v1, RMSE under the bar, all logged."
     import nbformat  # here, not at collection: it costs every pytest worker a CPU-second
     r, uri = trained_store, trained_store['tracking_uri']
     monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
     assert not (ROOT / 'mlruns').exists() or not any((ROOT / 'mlruns').iterdir())  # artifacts live beside the store
-    assert r['full'] and r['model'] == 'gbm' and r['promoted'] and r['version'] == '1'
-    assert r['rmse'] <= 5.6, r['rmse']                      # issue's quality bar (course's best XGBoost: 6.304)
+    assert r['full']
+    assert r['model'] == 'gbm'
+    assert r['promoted']
+    assert r['version'] == '1'
+    assert r['rmse'] <= 5.6, r['rmse']                      # the quality bar (the course's best XGBoost: 6.304)
     c = client(uri)
     run = c.get_run(r['run_id'])
     p, m = run.data.params, run.data.metrics
-    assert p['model'] == 'gbm' and p['train_data'] == 'green:2021-01' and p['validation_data'] == 'green:2021-02'
+    assert (p['model'], p['train_data'], p['validation_data']) == ('gbm', 'green:2021-01', 'green:2021-02')
     assert p['train_sha256'] == 'b8e2c9496c5eada0f10adbd88f98d91721ec6fe2787a2b355cf0ccfa9678ee7b'
     assert (p['train_rows_raw'], p['train_rows_kept']) == ('76518', '73846')
     assert (p['validation_rows_raw'], p['validation_rows_kept']) == ('64572', '61895')
-    assert {'rmse', 'mae', 'r2', 'train_rmse'} <= set(m) and m['rmse'] == pytest.approx(r['rmse'])
-    assert run.data.tags['data_is_sample'] == 'false' and run.data.tags.get('mlflow.source.git.commit')
+    assert {'rmse', 'mae', 'r2', 'train_rmse'} <= set(m)
+    assert m['rmse'] == pytest.approx(r['rmse'])
+    assert run.data.tags['data_is_sample'] == 'false'
+    assert run.data.tags.get('mlflow.source.git.commit')
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {'green:2021-01', 'green:2021-02'}
     arts = {a.path for a in c.list_artifacts(r['run_id'])} | {a.path for a in c.list_artifacts(r['run_id'], 'steps')}
     assert {'predicted_vs_actual.png', 'steps/01_data.ipynb', 'steps/02_features.ipynb',
@@ -54,26 +60,33 @@ def test_full_months_reach_the_quality_bar_and_log_everything(trained_store, ful
     nb = nbformat.reads(Path(c.download_artifacts(r['run_id'], 'steps/03_train.ipynb')).read_text(), 4)
     assert any('validation rmse' in o.get('text', '') for cell in nb.cells for o in cell.get('outputs', []))
     mv = c.get_model_version_by_alias('taxi-duration', 'champion')
-    assert mv.tags['validation_sha256'] == p['validation_sha256'] and float(mv.tags['validation_rmse']) == pytest.approx(r['rmse'])
+    assert mv.tags['validation_sha256'] == p['validation_sha256']
+    assert float(mv.tags['validation_rmse']) == pytest.approx(r['rmse'])
     # the logged model has a signature over the request fields
     from mlflow.models import get_model_info
     info = get_model_info(f'models:/taxi-duration/{mv.version}')
     assert [c['name'] for c in info.signature.inputs.to_dict()] == ['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']
 
 
-def test_linear_reproduces_the_course_baseline_and_does_not_unseat_the_champion(trained_store, full_data_dir, monkeypatch, capsys):
+def test_linear_reproduces_the_course_baseline_and_does_not_unseat_the_champion(trained_store, real_months, monkeypatch,
+                                                                              capsys):
+    "The course's linear model scores RMSE 7.7587, is registered as challenger, and the gbm champion stays."
     uri = trained_store['tracking_uri']
     monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
-    monkeypatch.setenv('TAXI_DATA_DIR', str(full_data_dir))
+    monkeypatch.setenv('TAXI_DATA_DIR', str(real_months))
     before = versions(uri)
     assert main(['pipeline', '--train_data=green:2021-01', '--validation_data=green:2021-02', '--model=linear']) == 0
     out = capsys.readouterr().out
-    assert 'rmse 7.7587' in out and 'champion unchanged' in out and 'as logged on the same validation file' in out
+    assert 'rmse 7.7587' in out
+    assert 'champion unchanged' in out
+    assert 'as logged on the same validation file' in out
     assert versions(uri) == before + [before[-1] + 1]
-    assert alias(uri, 'champion') == 1 and alias(uri, 'challenger') == before[-1] + 1
+    assert alias(uri, 'champion') == 1
+    assert alias(uri, 'challenger') == before[-1] + 1
 
 
 def test_alpha_sweep_groups_child_runs_and_registers_the_best(real_months, tracking, capsys):
+    "Three alphas: one parent run with three children; the best child is the champion and the parent carries its RMSE."
     assert main(['pipeline', *SAMPLES, '--model=ridge', '--alpha=0.0001,0.001,0.01']) == 0
     out = capsys.readouterr().out
     c = client(tracking)
@@ -81,26 +94,31 @@ def test_alpha_sweep_groups_child_runs_and_registers_the_best(real_months, track
     runs = c.search_runs([exp.experiment_id])
     parents = [r for r in runs if 'mlflow.parentRunId' not in r.data.tags]
     children = [r for r in runs if 'mlflow.parentRunId' in r.data.tags]
-    assert len(parents) == 1 and len(children) == 3
+    assert len(parents) == 1
+    assert len(children) == 3
     assert {r.data.tags['mlflow.parentRunId'] for r in children} == {parents[0].info.run_id}
     assert sorted(float(r.data.params['alpha']) for r in children) == [0.0001, 0.001, 0.01]
     best = min(children, key=lambda r: r.data.metrics['rmse'])
     mv = c.get_model_version_by_alias('taxi-duration', 'champion')
-    assert mv.run_id == best.info.run_id and parents[0].data.metrics['rmse'] == best.data.metrics['rmse']
+    assert mv.run_id == best.info.run_id
+    assert parents[0].data.metrics['rmse'] == best.data.metrics['rmse']
     assert parents[0].data.tags['data_is_sample'] == 'true'
     assert f"alpha={best.data.params['alpha']}" in out
 
 
-def test_card_papermill_form_from_the_repo_root(tmp_path, full_data_dir):
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db', TAXI_DATA_DIR=str(full_data_dir),
+def test_card_papermill_form_from_the_repo_root(tmp_path, real_months):
+    "A step notebook run by papermill itself from the repository root, with a parameter: a tracked run."
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f'sqlite:///{tmp_path}/mlflow.db', TAXI_DATA_DIR=str(real_months),
                PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}')
     p = subprocess.run([str(BIN / 'papermill'), '-k', 'python3', 'nbs/03_train.ipynb', str(tmp_path / 'out.ipynb'),
-                        '-p', 'alpha', '0.01'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                        '-p', 'alpha', '0.01'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)  # a bound on a hang: a loaded 2-core machine took 598 s
     assert p.returncode == 0, p.stderr[-2000:]
-    assert 'Unable to parse' not in p.stderr and 'unknown parameter' not in p.stderr
+    assert 'Unable to parse' not in p.stderr
+    assert 'unknown parameter' not in p.stderr
     c = client(env['MLFLOW_TRACKING_URI'])
     [run] = c.search_runs([c.get_experiment_by_name('taxi-duration').experiment_id])
-    assert run.data.params['alpha'] == '0.01' and run.data.params['train_data'] == 'green:2021-01'
+    assert run.data.params['alpha'] == '0.01'
+    assert run.data.params['train_data'] == 'green:2021-01'
     assert run.data.metrics['rmse'] < 5.6
 
 
@@ -126,7 +144,8 @@ def last_run(uri):
 def error_line(err):
     "The error must be one line, the last one, with no traceback anywhere."
     lines = err.strip().splitlines()
-    assert 'Traceback' not in err and sum(l.startswith('taxi-duration: error:') for l in lines) == 1
+    assert 'Traceback' not in err
+    assert sum(l.startswith('taxi-duration: error:') for l in lines) == 1
     assert lines[-1].startswith('taxi-duration: error:')
     return lines[-1]
 
@@ -167,11 +186,13 @@ def _unreadable(tmp):
     (['--validation_data=sample:green:2021-01'], 'are the same file'),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_registered(store, tmp_path, capsys, args, message):
+    "A bad argument or file: exit 2, one line naming the problem, no new version, the champion unchanged."
     args = [a if isinstance(a, str) else f'--train_data={a(tmp_path)}' for a in args]
     before = versions(store)
     assert main(['pipeline', *SAMPLES, *args]) == 2
     assert message in error_line(capsys.readouterr().err)
-    assert versions(store) == before and alias(store, 'champion') == 1
+    assert versions(store) == before
+    assert alias(store, 'champion') == 1
 
 
 def _steps_with(tmp_path, monkeypatch, name: str, change):
@@ -186,16 +207,19 @@ def _steps_with(tmp_path, monkeypatch, name: str, change):
 
 
 def test_a_failing_middle_step_fails_the_run_and_keeps_the_champion(store, tmp_path, monkeypatch, capsys):
+    "A step that raises: exit 1, one line naming the step, the run FAILED with the steps that ran, the champion kept."
     def fail(nb): nb.cells[-1].source = "#| eval: false\nraise RuntimeError('disk full while writing features')"
     _steps_with(tmp_path, monkeypatch, '02_features', fail)
     before = versions(store)
     assert main(['pipeline', *SAMPLES]) == 1
     assert 'step vectorise failed: RuntimeError: disk full while writing features' in error_line(capsys.readouterr().err)
-    assert versions(store) == before and alias(store, 'champion') == 1
+    assert versions(store) == before
+    assert alias(store, 'champion') == 1
     run = last_run(store)
     assert run.info.status == 'FAILED'
     arts = {a.path for a in client(store).list_artifacts(run.info.run_id, 'steps')}
-    assert {'steps/01_data.ipynb', 'steps/02_features.ipynb'} <= arts and 'steps/03_train.ipynb' not in arts
+    assert {'steps/01_data.ipynb', 'steps/02_features.ipynb'} <= arts
+    assert 'steps/03_train.ipynb' not in arts
 
 
 def _probe_steps(folder: Path, flaky: str):
@@ -216,6 +240,7 @@ def _probe_steps(folder: Path, flaky: str):
 
 
 def test_steps_share_one_kernel_with_an_empty_namespace_and_a_retry_gets_a_new_one(tracking, tmp_path):
+    "The four steps run in one kernel, each seeing none of the previous one's variables; a step run again gets a new kernel."
     import json
     from taxi_duration.core import ensure_experiment
     from taxi_duration.pipeline import STEPS, _run_steps
@@ -232,11 +257,13 @@ def test_steps_share_one_kernel_with_an_empty_namespace_and_a_retry_gets_a_new_o
     pids = [pid for pid, _ in seen]  # 01, 02 (failed), 02 again, 03, 04
     assert pids[0] == pids[1]
     assert pids[2] != pids[1]
-    assert pids[2] == pids[3] == pids[4]
+    assert pids[3] == pids[2]
+    assert pids[4] == pids[2]
     assert [left for _, left in seen] == [False] * 5
 
 
 def test_a_step_notebook_papermill_refuses_is_one_line_not_a_traceback(store, tmp_path, monkeypatch, capsys):
+    "A step notebook papermill cannot run (no kernel language): exit 1 and one line."
     _steps_with(tmp_path, monkeypatch, '01_data', lambda nb: nb.metadata.pop('kernelspec'))  # no language known
     assert main(['pipeline', *SAMPLES]) == 1
     assert 'step load & prepare failed: ValueError: No language found in notebook' in error_line(capsys.readouterr().err)
@@ -260,11 +287,13 @@ def test_offline_without_the_files_stops_with_one_line_saying_where_to_put_them(
 
 
 def test_the_fallback_to_a_shipped_sample_is_gone(capsys):
+    "The repository ships no data: there is no option to fall back to a sample of it."
     assert main(['pipeline', '--fallback-sample']) == 2
     assert 'unrecognized arguments: --fallback-sample' in capsys.readouterr().err
 
 
 def test_telemetry_is_off_by_default_but_user_choice_wins():
+    "Importing the package turns MLflow's, whylogs' and the generic telemetry off, unless the user said otherwise."
     code = "import os, taxi_duration; print(os.environ['MLFLOW_DISABLE_TELEMETRY'], os.environ['WHYLOGS_NO_ANALYTICS'], os.environ['DO_NOT_TRACK'])"
     env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_DISABLE_TELEMETRY', 'WHYLOGS_NO_ANALYTICS', 'DO_NOT_TRACK')}
     assert subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True).stdout.split() == ['true', '1', 'true']

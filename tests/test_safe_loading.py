@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import _models
+import logged_models
 from conftest import NO_DATA, ROOT, have_real_months, new_store
 from taxi_duration.core import TaxiDurationError, modified_env
 
@@ -40,9 +40,9 @@ def hostile(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('hostile')
     uri, marker = new_store(tmp), tmp / 'PWNED'
     with modified_env(MLFLOW_TRACKING_URI=uri):
-        evil = _models.register(_models.log_evil(marker), alias='evil')
-        _models.move_alias(evil)
-        untrusted = _models.register(_models.log_untrusted_skops(hand_made_rides()), alias='untrusted')
+        evil = logged_models.register(logged_models.log_evil(marker), alias='evil')
+        logged_models.move_alias(evil)
+        untrusted = logged_models.register(logged_models.log_untrusted_skops(hand_made_rides()), alias='untrusted')
     assert not marker.exists()
     return dict(uri=uri, marker=marker, evil=evil, untrusted=untrusted, tmp=tmp)
 
@@ -55,8 +55,8 @@ def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('safe')
     uri, marker = new_store(tmp), tmp / 'PWNED'
     with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_DATA_DIR=str(SHARED_DATA)):
-        good = _models.register(_models.log_good(_models.real_rides('01', 3000)))
-        evil = _models.register(_models.log_evil(marker), alias='evil')
+        good = logged_models.register(logged_models.log_good(logged_models.real_rides('01', 3000)))
+        evil = logged_models.register(logged_models.log_evil(marker), alias='evil')
     assert not marker.exists()
     return dict(uri=uri, marker=marker, good=good, evil=evil, tmp=tmp)
 
@@ -72,10 +72,10 @@ def test_load_model_refuses_cloudpickle(hostile, monkeypatch):
 
 
 def test_load_model_refuses_types_the_project_does_not_trust(hostile, monkeypatch):
-    "The MLmodel file vouches for `_models.own_type`; only train.SKOPS_TRUSTED counts."
+    "The MLmodel file vouches for `logged_models.own_type`; only train.SKOPS_TRUSTED counts."
     from taxi_duration.registry import load_model
     monkeypatch.setenv('MLFLOW_TRACKING_URI', hostile['uri'])
-    with pytest.raises(TaxiDurationError, match='untrusted types in the skops file: _models.own_type'):
+    with pytest.raises(TaxiDurationError, match='untrusted types in the skops file: logged_models.own_type'):
         load_model(f"models:/taxi-duration/{hostile['untrusted']}")
 
 
@@ -163,7 +163,7 @@ def test_gunicorn_keeps_serving_the_good_model_when_the_alias_moves_to_the_evil_
             assert time.time() - t0 < 90, 'the service did not come up'
             time.sleep(0.3)
         assert _version(port) == store['good']
-        with modified_env(MLFLOW_TRACKING_URI=store['uri']): _models.move_alias(store['evil'])
+        with modified_env(MLFLOW_TRACKING_URI=store['uri']): logged_models.move_alias(store['evil'])
         time.sleep(4)  # several refresh periods in both workers
         versions = {_version(port) for _ in range(20)}
         assert versions == {store['good']}
@@ -171,7 +171,7 @@ def test_gunicorn_keeps_serving_the_good_model_when_the_alias_moves_to_the_evil_
         assert not store['marker'].exists()
         assert 'refused to load' in (tmp_path / 'gunicorn.log').read_text()
     finally:
-        with modified_env(MLFLOW_TRACKING_URI=store['uri']): _models.move_alias(store['good'])
+        with modified_env(MLFLOW_TRACKING_URI=store['uri']): logged_models.move_alias(store['good'])
         proc.terminate()
         try: proc.wait(timeout=20)
         except subprocess.TimeoutExpired: proc.kill()

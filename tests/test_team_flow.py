@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FULL_MONTHS, ROOT, SHARED_DATA
+from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec('prefect') is None,  # not imported: workers collect only
                                 reason="prefect is not installed: pip install 'taxi-duration[team]'")
@@ -48,12 +48,11 @@ def mlflow_runs(tmp: Path):
 
 
 @pytest.fixture(scope='module')
-def once(tmp_path_factory, home):
+def once(real_months, tmp_path_factory, home):
     "`taxi-duration flow` run once on 3,000 real rides per month (linear model, monitor on February)."
-    if not all(p.exists() for p in FULL_MONTHS): pytest.skip('the real months are not in ../shared/data')
     tmp = tmp_path_factory.mktemp('flow')
     for m in ('01', '02'):
-        month = pd.read_parquet(SHARED_DATA / f'green_tripdata_2021-{m}.parquet')
+        month = pd.read_parquet(real_months / f'green_tripdata_2021-{m}.parquet')
         month.sample(3000, random_state=3).to_parquet(tmp / f'g{m}.parquet')
     r = run_cli(tmp, 'flow', f"--train_data={tmp / 'g01.parquet'}", f"--validation_data={tmp / 'g02.parquet'}",
                 f"--monitor_data={tmp / 'g02.parquet'}", '--model=linear', home=home)
@@ -68,33 +67,39 @@ def once(tmp_path_factory, home):
 
 
 def test_flow_runs_once(once):
+    "The flow (the four steps, then the monitor) exits 0 on Prefect's temporary local server."
     assert once['r'].returncode == 0, once['r'].stderr[-3000:]
 
 
 def test_steps_are_prefect_tasks(once):
+    "Each step and the monitor is a Prefect task of its own."
     names = {n.rsplit('-', 1)[0] for n in once['tasks']}
     assert names == {'01_data load & prepare', '02_features vectorise', '03_train train',
                      '04_registry evaluate & register', 'monitor'}
 
 
 def test_mlflow_run_carries_prefect_flow_run_id(once):
+    "The MLflow run is tagged with the Prefect flow run that made it."
     (fid,) = once['flow_runs']
     (run,) = mlflow_runs(once['tmp'])
     assert run.data.tags['prefect_flow_run_id'] == fid
 
 
 def test_prefect_run_carries_mlflow_run_id(once):
+    "The Prefect run names the MLflow run, in an artifact and in its log."
     (run,) = mlflow_runs(once['tmp'])
     (data,) = once['artifacts']
-    assert run.info.run_id in json.loads(data) and any(run.info.run_id in m for m in once['logs'])
+    assert run.info.run_id in json.loads(data)
+    assert any(run.info.run_id in m for m in once['logs'])
 
 
-def test_backfill_tags_each_run_with_its_months(tmp_path, home):
+def test_backfill_tags_each_run_with_its_months(real_months, tmp_path, home):
     "backfill over one run month (2021-03: train 2021-01, validate 2021-02) on 3,000 real rides of each month."
-    if not all(p.exists() for p in FULL_MONTHS[:2]): pytest.skip('the real months are not in ../shared/data')
     data = tmp_path / 'data'  # the months under their TLC names, as the cache holds them
     data.mkdir()
-    for p in FULL_MONTHS[:2]: pd.read_parquet(p).sample(3000, random_state=4).to_parquet(data / p.name)
+    for m in ('01', '02'):
+        name = f'green_tripdata_2021-{m}.parquet'
+        pd.read_parquet(real_months / name).sample(3000, random_state=4).to_parquet(data / name)
     r = run_cli(tmp_path, 'backfill', '--from', '2021-03', '--to', '2021-03', '--model', 'linear', '--no-monitor',
                 home=home, data_dir=data)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -107,12 +112,15 @@ def test_backfill_tags_each_run_with_its_months(tmp_path, home):
 
 
 def test_backfill_refuses_months_the_tlc_lacks(tmp_path):
+    "A run month whose training month the TLC never published: exit 2, one line naming both months."
     r = run_cli(tmp_path, 'backfill', '--from', '2013-08', '--to', '2013-10')
-    assert r.returncode == 2 and r.stderr.startswith('taxi-duration: error: run month 2013-08') \
-        and 'no green trip data for 2013-06' in r.stderr, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith('taxi-duration: error: run month 2013-08')
+    assert 'no green trip data for 2013-06' in r.stderr
 
 
 def test_monthly_deployment_schedule():
+    "The deployment runs monthly, on the 3rd at 06:00."
     from taxi_duration.flow import deployment
     (s,) = deployment().schedules
     assert s.schedule.cron == '0 6 3 * *'

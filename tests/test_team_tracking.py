@@ -9,21 +9,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FULL_MONTHS, ROOT
+from conftest import ROOT
+from servers import free_port
 
 pytestmark = pytest.mark.skipif(not shutil.which('initdb') or not shutil.which('pg_ctl'),
                                 reason='PostgreSQL (initdb, pg_ctl) is not installed: .ci/run installs it')
 
 
-def small_months(folder: Path, n: int = 3000) -> dict:
-    "The first `n` rides of each real 2021 green month as parquet files in `folder`; skip without ../shared."
-    if not all(p.exists() for p in FULL_MONTHS):
-        pytest.skip('the real months are not in ../shared/data')
+def small_months(real_months: Path, folder: Path, n: int = 3000) -> dict:
+    "`n` seeded rides of each real 2021 green month as parquet files in `folder`: {'01': path, '02': …, '03': …}."
     out = {}
-    for p in FULL_MONTHS:
-        dst = folder / p.name
-        pd.read_parquet(p).sample(n, random_state=1).to_parquet(dst)
-        out[p.stem[-2:]] = str(dst)
+    for m in ('01', '02', '03'):
+        dst = folder / f'green_tripdata_2021-{m}.parquet'
+        pd.read_parquet(real_months / dst.name).sample(n, random_state=1).to_parquet(dst)
+        out[m] = str(dst)
     return out
 
 
@@ -35,24 +34,25 @@ def env_for(uri: str) -> dict:
 MAIN = 'import sys; from taxi_duration.cli import main; sys.exit(main())'
 
 
-def cli(*args, uri: str, cwd, **kw):
-    return subprocess.Popen([sys.executable, '-c', MAIN, *args], env=env_for(uri), cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+def cli(*args, uri: str, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+    "`taxi-duration ARGS` started in `cwd` against the tracking URI `uri`."
+    return subprocess.Popen([sys.executable, '-c', MAIN, *args], env=env_for(uri), cwd=cwd, stdout=stdout,
+                            stderr=stderr, text=True)
 
 
 @pytest.fixture(scope='module')
-def team(tmp_path_factory):
+def team(real_months, tmp_path_factory):
     "PostgreSQL + the MLflow server; yields dict(uri=http://..., backend=postgresql://..., artifacts=..., data=...)."
     from taxi_duration import tracking
     tmp = tmp_path_factory.mktemp('team')
-    data = small_months(tmp)
+    data = small_months(real_months, tmp)
     pg_root = Path(tempfile.mkdtemp(prefix='taxi-pg-'))  # pytest's folders are private to root; pgtest must reach it
     pg_root.chmod(0o755)
     pg = pg_root / 'data'
-    backend = tracking.start_postgres(pg, tracking.free_port())
+    backend = tracking.start_postgres(pg, free_port())
     srv = None
     try:
-        port = tracking.free_port()
+        port = free_port()
         srv = tracking.start_server(backend, tmp / 'artifacts', port, log=open(tmp / 'server.log', 'w'))
         yield dict(uri=f'http://127.0.0.1:{port}', backend=backend, artifacts=tmp / 'artifacts', data=data, tmp=tmp,
                    server=srv)
@@ -69,22 +69,28 @@ SERVED = [['--model=linear'], *(['--model=ridge', f'--alpha={a}'] for a in ('30'
 def four(team):
     """Four pipelines started at once: linear and two ridge alphas through the server, and a linear one straight on
     PostgreSQL (MLFLOW_TRACKING_URI=postgresql://..., its own experiment and model name, artifacts in ./mlruns of
-    its folder), writing to the same database at the same time; their (returncode, stderr)."""
+    its folder), writing to the same database at the same time; their (returncode, stderr). Their output goes to
+    files: a pipe nobody reads while another pipeline is waited for could fill and stall a lease holder."""
     data = [f"--train_data={team['data']['01']}", f"--validation_data={team['data']['02']}"]
     direct = team['tmp'] / 'direct'
     direct.mkdir()
-    procs = [cli('pipeline', *data, *m, uri=team['uri'], cwd=team['tmp']) for m in SERVED]
-    procs.append(cli('pipeline', *data, '--model=linear', '--experiment=direct', '--model_name=direct-model',
-                     uri=team['backend'], cwd=direct))
-    errs = [p.communicate(timeout=900)[1] for p in procs]
-    return [(p.returncode, e) for p, e in zip(procs, errs)]
+    errs = [team['tmp'] / f'pipeline{i}.stderr' for i in range(len(SERVED) + 1)]
+    args = [('pipeline', *data, *m) for m in SERVED]
+    args.append(('pipeline', *data, '--model=linear', '--experiment=direct', '--model_name=direct-model'))
+    uris, cwds = [team['uri']] * len(SERVED) + [team['backend']], [team['tmp']] * len(SERVED) + [direct]
+    procs = []
+    for a, uri, cwd, err in zip(args, uris, cwds, errs):
+        with open(err, 'w') as f: procs.append(cli(*a, uri=uri, cwd=cwd, stdout=subprocess.DEVNULL, stderr=f))
+    return [(p.wait(timeout=900), err.read_text()) for p, err in zip(procs, errs)]
 
 
 def test_four_pipelines_at_once_all_finish(four):
+    "Three pipelines through the server and one straight on PostgreSQL, started at once: all exit 0."
     assert [rc for rc, _ in four] == [0] * 4, '\n'.join(e[-3000:] for rc, e in four if rc)
 
 
 def test_every_run_is_recorded_on_the_server(team, four):
+    "Each pipeline through the server left one finished run there."
     from mlflow import MlflowClient
     c = MlflowClient(team['uri'])
     runs = c.search_runs([c.get_experiment_by_name('taxi-duration').experiment_id],
@@ -93,6 +99,7 @@ def test_every_run_is_recorded_on_the_server(team, four):
 
 
 def test_champion_ends_on_the_best(team, four):
+    "After concurrent promotions through the server, @champion is the version with the lowest validation RMSE."
     from mlflow import MlflowClient
     c = MlflowClient(team['uri'])
     versions = c.search_model_versions("name = 'taxi-duration'")
@@ -108,10 +115,12 @@ def test_promotions_took_turns_and_left_no_lease(team, four):
 
 def test_artifacts_live_on_the_server(team, four):
     "Clients wrote no local mlruns/: the model files are in the server's artifact folder."
-    assert not (team['tmp'] / 'mlruns').exists() and any(team['artifacts'].rglob('MLmodel'))
+    assert not (team['tmp'] / 'mlruns').exists()
+    assert any(team['artifacts'].rglob('MLmodel'))
 
 
 def test_service_serves_and_follows_promotion(team, monkeypatch):
+    "The service answers with the server's champion, and with the new one after the alias moves."
     monkeypatch.setenv('MLFLOW_TRACKING_URI', team['uri'])
     from mlflow import MlflowClient
     from taxi_duration import serve, served
@@ -120,7 +129,8 @@ def test_service_serves_and_follows_promotion(team, monkeypatch):
     app = serve.create_app(served.ServedModel(refresh_seconds=0))
     ride = {'PULocationID': 74, 'DOLocationID': 41, 'trip_distance': 2.5, 'pickup_datetime': '2021-03-01T08:00:00'}
     r = app.test_client().post('/predict', json=ride)
-    assert r.status_code == 200 and str(r.get_json()['model_version']) == champ, r.get_json()
+    assert r.status_code == 200, r.get_json()
+    assert str(r.get_json()['model_version']) == champ
     other = next(v.version for v in c.search_model_versions("name = 'taxi-duration'") if v.version != champ)
     c.set_registered_model_alias('taxi-duration', 'champion', other)
     try:
@@ -140,11 +150,13 @@ def test_the_server_starts_no_genai_job_runners(team):
 
 
 def test_monitor_reads_reference_from_server(team):
+    "The monitor finds the champion's reference profile through the server and gives a verdict."
     p = cli('monitor', f"--data={team['data']['03']}", '--report', str(team['tmp'] / 'report.html'),
             '--alerts-log', str(team['tmp'] / 'alerts.jsonl'), uri=team['uri'], cwd=team['tmp'])
     out, err = p.communicate(timeout=600)
     assert p.returncode in (0, 3), err[-2000:]
-    assert 'reference run' in out and 'verdict:' in out
+    assert 'reference run' in out
+    assert 'verdict:' in out
 
 
 def test_postgresql_uri_directly(team, four, monkeypatch):
@@ -154,4 +166,14 @@ def test_postgresql_uri_directly(team, four, monkeypatch):
     monkeypatch.chdir(team['tmp'] / 'direct')  # the artifacts of a server-less store are in ./mlruns
     from taxi_duration import score
     out, info = score.score_data(team['data']['03'], 'models:/direct-model@champion')
-    assert info.model_version == '1' and len(out) > 2500
+    assert info.model_version == '1'
+    assert len(out) > 2500
+
+
+def test_the_lease_on_postgresql_survives_a_release_during_a_refused_create(team, monkeypatch):
+    """Straight on PostgreSQL (MLflow's SQL store in this process): a create refused (UniqueViolation) while the holder
+    releases comes back as 'does not exist'; the contender tries again and gets the lease."""
+    from mlflow import MlflowClient
+    from test_concurrency import refused_while_released
+    assert refused_while_released(team['backend'], monkeypatch) == {'held': True}
+    assert MlflowClient(team['backend']).search_registered_models("name LIKE 'taxi-duration.lock%'") == []

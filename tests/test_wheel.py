@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import _models
+import logged_models
 from conftest import NO_DATA, ROOT, SHARED_DATA, have_real_months, new_store
 from taxi_duration.core import modified_env
 
@@ -88,7 +88,7 @@ def test_the_service_runs_from_the_wheel_on_a_model_trained_here(venv, tmp_path)
     if not have_real_months(1): pytest.skip(NO_DATA)
     uri = new_store(tmp_path / 'store')
     with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_DATA_DIR=str(SHARED_DATA)):
-        _models.register(_models.log_good(_models.real_rides('01', 3000)))
+        logged_models.register(logged_models.log_good(logged_models.real_rides('01', 3000)))
     port = _free_port()
     proc = subprocess.Popen([str(venv['bin'] / 'python'), '-m', 'gunicorn', '-w', '1', '-b', f'127.0.0.1:{port}',
                              'taxi_duration.serve:app_or_exit()'], cwd=tmp_path,
