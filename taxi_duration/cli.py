@@ -26,6 +26,8 @@ def _pipeline_args(p):
     _flag(p, 'experiment', default=EXPERIMENT, help='MLflow experiment (default %(default)s)')
     _flag(p, 'model_name', default=MODEL_NAME, help='registered model (default %(default)s)')
     _flag(p, 'work_dir', default=None, help='keep the steps\' hand-over files here (default: a temp folder)')
+    _flag(p, 'skip_if_trained', action='store_true',
+          help='do nothing when the champion was trained on these same files with this model and alpha (make run)')
 
 def _score_args(p):
     from taxi_duration.score import add_score_args
@@ -50,7 +52,13 @@ def _monitor_args(p):
 
 # %% ../nbs/13_cli.ipynb #a3907cd3
 def _pipeline(a) -> int:
-    from taxi_duration.pipeline import run_pipeline
+    from taxi_duration.pipeline import run_pipeline, trained_champion
+    if a.skip_if_trained:
+        v = trained_champion(a.train_data, a.validation_data, a.model, a.alpha, a.model_name)
+        if v is not None:
+            print(f"champion: {a.model_name} version {v.version} was trained on {a.train_data} / {a.validation_data} "
+                  f"with {a.model}: not training again (run the pipeline without --skip_if_trained to do so)")
+            return 0
     r = run_pipeline(a.train_data, a.validation_data, a.model, a.alpha, a.experiment, a.model_name,
                      a.work_dir, log=lambda s: print(s, file=sys.stderr))
     steps = ', '.join(f'{k} {v:.1f}s' for k, v in r.seconds.items())

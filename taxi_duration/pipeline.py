@@ -14,7 +14,8 @@ from .data import DownloadUnavailable, TLC_HOST, data_dir, parse_spec, resolve, 
 from .train import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
 # %% auto #0
-__all__ = ['STEPS', 'STEP_TAG', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'PipelineResult', 'run_pipeline']
+__all__ = ['STEPS', 'STEP_TAG', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'PipelineResult', 'run_pipeline',
+           'trained_champion']
 
 # %% ../nbs/05_pipeline.ipynb #56e96e26
 STEPS = [('load & prepare', '01_data'), ('vectorise', '02_features'), ('train', '03_train'),
@@ -225,3 +226,17 @@ def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:20
         if not work_dir: shutil.rmtree(work, ignore_errors=True)
     return PipelineResult(**outcome, pipeline_run_id=run_id, experiment=experiment, seconds=seconds,
                           train_data=train_data, validation_data=validation_data)
+
+# %% ../nbs/05_pipeline.ipynb #356a2033
+def trained_champion(train_data: str, validation_data: str, model: str=DEFAULT_MODEL, alpha=None,
+                     model_name: str=MODEL_NAME):
+    "The champion's model version if it was trained on these files with `model` and `alpha` (one value), else None."
+    uri, alphas = tracking_uri(), parse_alphas(model, alpha)
+    if uri.startswith('sqlite:///') and not Path(uri[len('sqlite:///'):]).exists(): return None  # no store yet
+    if len(alphas) > 1: return None  # a sweep: its winner is not known before it runs
+    from taxi_duration.registry import champion
+    v = champion(model_name)
+    tags = (v.tags or {}) if v is not None else {}
+    wanted = {'model': model, 'alpha': str(alphas[0]), 'train_sha256': sha256(resolve(train_data)),
+              'validation_sha256': sha256(resolve(validation_data))}
+    return v if v is not None and all(tags.get(k) == w for k, w in wanted.items()) else None
