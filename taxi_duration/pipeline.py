@@ -14,8 +14,8 @@ from .data import DownloadUnavailable, TLC_HOST, data_dir, parse_spec, resolve, 
 from .train import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
 # %% auto #0
-__all__ = ['STEPS', 'STEP_TAG', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'PipelineResult', 'run_pipeline',
-           'trained_champion']
+__all__ = ['STEPS', 'STEP_TAG', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'check_tracking', 'PipelineResult',
+           'run_pipeline', 'trained_champion']
 
 # %% ../nbs/05_pipeline.ipynb #56e96e26
 STEPS = [('load & prepare', '01_data'), ('vectorise', '02_features'), ('train', '03_train'),
@@ -90,6 +90,19 @@ def check_data(*sources: str):
         raise DownloadUnavailable(f"cannot download {' and '.join(names)} (no network?): put them in "
                                   f"{data_dir().resolve()} (or set TAXI_DATA_DIR to the folder holding them); "
                                   f"the TLC publishes them at {tlc_url('trip-data', '', TLC_HOST)}<name>")
+
+# %% ../nbs/05_pipeline.ipynb #25dd0741
+def check_tracking(uri: str|None=None,  # the tracking URI; default: the one in force
+                   timeout: float=5):   # seconds to wait for an answer
+    "Refuse a tracking server that does not answer, with one line, before anything starts."
+    uri = uri or tracking_uri()
+    if not uri.lower().startswith(('http://', 'https://')): return
+    import requests
+    try: requests.get(uri, timeout=timeout, allow_redirects=False)
+    except requests.exceptions.RequestException as e:
+        raise TaxiDurationError(f"the tracking server {uri} does not answer ({type(e).__name__}): start it "
+                                "(make tracking-server) or set MLFLOW_TRACKING_URI to one that runs",
+                                field='MLFLOW_TRACKING_URI') from None
 
 # %% ../nbs/05_pipeline.ipynb #9bae65d2
 from contextlib import contextmanager
@@ -197,6 +210,7 @@ def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:20
                  step_hook=None) -> PipelineResult:  # see _run_steps
     "Run the pipeline's steps; the outcome (run id, metrics, model version, promotion)."
     check_model(model); parse_alphas(model, alpha)
+    check_tracking()
     nbs = notebooks_dir()
     for _, name in STEPS: step_notebook(nbs/f'{name}.ipynb')  # a broken step contract: refused before any run
     check_data(train_data, validation_data)
