@@ -152,8 +152,8 @@ def parser(argv=None) -> argparse.ArgumentParser:
     chosen = next((w for w in argv if not w.startswith('-')), None)
     if chosen is not None and chosen not in COMMANDS:
         p.error(f"unknown command {chosen!r}{_suggest(chosen, COMMANDS)}: use one of {', '.join(COMMANDS)}")
-    for name, (help, add_args, _) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help, description=help)
+    for name, (summary, add_args, _) in COMMANDS.items():
+        sp = sub.add_parser(name, help=summary, description=summary)
         if name == chosen: add_args(sp); p.command_parser = sp
     return p
 
