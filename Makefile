@@ -119,7 +119,7 @@ bench-monitor: install
 LAB_PORT ?= 8888
 lab: $(VENV)/.installed-lab
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
-	  $(BIN)/jupyter lab --no-browser --ip=$(HOST) --port=$(LAB_PORT) --ServerApp.root_dir=$(CURDIR) --ServerApp.preferred_dir=$(CURDIR)/nbs
+	  $(BIN)/jupyter lab --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) --ip=$(HOST) --port=$(LAB_PORT) --ServerApp.root_dir=$(CURDIR) --ServerApp.preferred_dir=$(CURDIR)/nbs
 
 ## remove what make run, make test and make lab wrote: the venv, the tracking store and its locks, runs, live profiles,
 ## the served models' cache. ./data stays: the downloaded months are the user's cache (slow to fetch, impossible offline).

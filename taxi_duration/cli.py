@@ -102,12 +102,12 @@ def serve_address(host: str|None=None, port=None) -> str:
 
 def serve_command(host: str|None=None, port=None) -> list:
     "The gunicorn command line `serve` runs: the checkout's gunicorn.conf.py and app.py."
-    root = Path(taxi_duration.__file__).resolve().parent.parent
+    address, root = serve_address(host, port), Path(taxi_duration.__file__).resolve().parent.parent
     conf = root/'gunicorn.conf.py'
     if not (conf.exists() and (root/'app.py').exists()):
         raise TaxiDurationError(f"gunicorn.conf.py and app.py are not in {root}: serve from a checkout installed "
                                 "with 'pip install -e .' (make install)")
-    return [sys.executable, '-m', 'gunicorn', '-c', str(conf), '--chdir', str(root), '-b', serve_address(host, port),
+    return [sys.executable, '-m', 'gunicorn', '-c', str(conf), '--chdir', str(root), '-b', address,
             'app:app']
 
 def _serve(a) -> int:

@@ -191,7 +191,7 @@ def lab(tmp_path_factory):
     "make lab on a free loopback port (nothing installed: the venv is there); its URL and token."
     pytest.importorskip('jupyterlab')
     tmp, port, token = tmp_path_factory.mktemp('lab'), free_port(), 'test-token'
-    env = {**os.environ, 'JUPYTER_TOKEN': token, 'JUPYTER_RUNTIME_DIR': str(tmp / 'runtime'),
+    env = {**{k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI'}, 'JUPYTER_TOKEN': token, 'JUPYTER_RUNTIME_DIR': str(tmp / 'runtime'),
            'JUPYTER_CONFIG_DIR': str(tmp / 'config'), 'JUPYTERLAB_WORKSPACES_DIR': str(tmp / 'ws')}
     p = start(['make', '--no-print-directory', '-o', '.venv/.installed', '-o', '.venv/.installed-lab', 'lab',
                f'LAB_PORT={port}'], url=f'http://127.0.0.1:{port}/api/status?token={token}', timeout=120, cwd=ROOT,
@@ -200,11 +200,36 @@ def lab(tmp_path_factory):
     stop(p)
 
 
-def test_make_lab_runs_notebooks_with_the_project_s_python(lab):
+@pytest.fixture(scope='module')
+def lab_kernel(lab):
+    "A kernel started through make lab's server: its process's command line and environment (from /proc)."
+    import time
     import requests
-    specs = requests.get(f"{lab['url']}/api/kernelspecs", params={'token': lab['token']}, timeout=10).json()
-    argv0 = specs['kernelspecs'][specs['default']]['spec']['argv'][0]
-    assert Path(argv0).resolve() == Path(sys.executable).resolve()
+    auth = {'token': lab['token']}
+    kernel = requests.post(f"{lab['url']}/api/kernels", params=auth, json={'name': 'python3'}, timeout=60).json()
+    found, deadline = None, time.monotonic() + 60
+    while found is None and time.monotonic() < deadline:
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try: cmd = Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
+            except OSError: continue
+            if any(kernel['id'].encode() in c for c in cmd):
+                env = dict(l.split('=', 1) for l in Path(f'/proc/{pid}/environ').read_bytes().decode().split('\0') if '=' in l)
+                found = dict(argv=[c.decode() for c in cmd if c], env=env)
+        time.sleep(0.2)
+    yield found
+    requests.delete(f"{lab['url']}/api/kernels/{kernel['id']}", params=auth, timeout=30)
+
+
+def test_make_lab_s_kernel_is_the_project_s_python(lab_kernel):
+    assert Path(lab_kernel['argv'][0]).parent.resolve() == Path(sys.executable).parent.resolve()
+
+
+def test_make_lab_s_kernel_has_the_data_folder_set(lab_kernel):
+    assert lab_kernel['env']['TAXI_DATA_DIR'] == os.environ.get('TAXI_DATA_DIR', str(ROOT.parent / 'shared' / 'data'))
+
+
+def test_make_lab_s_kernel_uses_the_store_make_run_uses(lab_kernel):
+    assert lab_kernel['env']['MLFLOW_TRACKING_URI'] == f'sqlite:///{ROOT}/mlflow.db'
 
 
 def test_make_lab_opens_on_the_notebooks(lab):
