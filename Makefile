@@ -19,19 +19,31 @@ MONITOR ?= green:2021-03
 FROM ?= 2021-03
 TO ?= 2021-03
 
-.PHONY: install run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean
+.PHONY: install install-all lab distclean run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean
 
+## what the default path needs (make run): train, register, serve, monitor; pip shows its progress
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py settings.ini
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.10-3.12 (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,team]'
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e .
 	touch $@
 
-## train on the default months (downloaded into $(TAXI_DATA_DIR) when missing; offline, one line says where to put them), register, promote, then serve
-run: pipeline serve
+## and every extra (settings.ini: test, lab, team, ...): what make test needs
+install-all: $(VENV)/.installed-all
+
+# an extra on top of the default install: .installed-lab, .installed-all, ...
+$(VENV)/.installed-%: $(VENV)/.installed
+	$(BIN)/python -m pip install -e '.[$*]'
+	touch $@
+
+## train on the default months (downloaded into $(TAXI_DATA_DIR) when missing; offline, one line says where to put them), register, promote, then serve;
+## a champion already trained on the same months and model is kept, saying so (make pipeline trains again)
+run: install
+	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --skip_if_trained
+	@$(MAKE) --no-print-directory serve
 
 pipeline: install
 	$(BIN)/taxi-duration pipeline --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL)
@@ -46,19 +58,19 @@ monitor: install
 
 ## the team set-up: PostgreSQL in ./team/pgdata + mlflow server (served artifacts in ./team/artifacts) on $(HOST):5000
 ## then, elsewhere: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
-tracking-server: install
+tracking-server: $(VENV)/.installed-team
 	$(BIN)/python -m taxi_duration.tracking --dir team --host $(HOST) --port 5000
 
 ## the pipeline once as a Prefect flow: the four papermill steps as tasks, then the monitor on $(MONITOR)
-flow: install
+flow: $(VENV)/.installed-team
 	$(BIN)/taxi-duration flow --train_data=$(TRAIN) --validation_data=$(VALIDATION) --model=$(MODEL) --monitor_data=$(MONITOR)
 
 ## past run months as the monthly schedule would have run them (month N: train N-2, validate and monitor N-1)
-backfill: install
+backfill: $(VENV)/.installed-team
 	$(BIN)/taxi-duration backfill --from $(FROM) --to $(TO) --model=$(MODEL)
 
 ## the README's test command: notebooks in sync and clean, notebook tests, pytest
-test: install check-sync nbtest pytest
+test: install-all check-sync nbtest pytest
 
 check-sync:
 	@$(BIN)/nbdev_export
@@ -112,5 +124,18 @@ bench-serve: install
 bench-monitor: install
 	$(BIN)/python bench/monitor.py
 
+## JupyterLab on $(HOST):$(LAB_PORT) (loopback): the notebooks with the project's kernel, $$TAXI_DATA_DIR set, and the tracking
+## store make run uses (./mlflow.db)
+LAB_PORT ?= 8888
+lab: $(VENV)/.installed-lab
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+	  $(BIN)/jupyter lab --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) --ip=$(HOST) --port=$(LAB_PORT) --ServerApp.root_dir=$(CURDIR) --ServerApp.preferred_dir=$(CURDIR)/nbs
+
+## remove what make run, make test and make lab wrote: the venv, the tracking store and its locks, runs, live profiles,
+## the served models' cache. ./data stays: the downloaded months are the user's cache (slow to fetch, impossible offline).
 clean:
-	rm -rf $(VENV) mlflow.db mlruns runs monitoring *.egg-info
+	rm -rf $(VENV) mlflow.db .mlflow.db.*.lock mlruns runs monitoring model-cache *.egg-info .pytest_cache _proc
+
+## clean, and the months downloaded into ./data too (never ../shared/data nor another TAXI_DATA_DIR)
+distclean: clean
+	rm -rf data

@@ -8,9 +8,9 @@ cfg = config['DEFAULT']
 
 setup_cfg = {k: cfg[k] for k in 'version description keywords author author_email'.split()}
 requirements = shlex.split(cfg.get('requirements', ''))
-dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-team_requirements = shlex.split(cfg.get('team_requirements', ''))
-spark_requirements = shlex.split(cfg.get('spark_requirements', ''))
+# every `<name>_requirements` setting is the extra `<name>` (pip install -e '.[name]'); `all` holds them all
+extras = {k[:-len('_requirements')]: shlex.split(v) for k, v in cfg.items() if k.endswith('_requirements') and v.strip()}
+extras['all'] = sorted({r for rs in extras.values() for r in rs})
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -26,7 +26,7 @@ setuptools.setup(
     package_data={'taxi_duration': ['static/*', 'templates/*']},  # the web page, the monitoring report
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'team': team_requirements, 'spark': spark_requirements},
+    extras_require=extras,
     python_requires='>=' + cfg['min_python'] + ',<3.13',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -4,11 +4,13 @@
 
 # %% ../nbs/13_cli.ipynb #1c594cf2
 from __future__ import annotations
-import argparse, sys
+import argparse, difflib, os, sys
+from pathlib import Path
+import taxi_duration
 from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'parser', 'main']
+__all__ = ['COMMANDS', 'serve_address', 'serve_command', 'parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #992d5f62
 def _flag(p, name, **kw):
@@ -16,33 +18,47 @@ def _flag(p, name, **kw):
     names = [f'--{name}'] + ([f"--{name.replace('_', '-')}"] if '_' in name else [])
     p.add_argument(*names, dest=name, **kw)
 
-def parser() -> argparse.ArgumentParser:
-    "The argument parser of `taxi-duration`."
-    p = argparse.ArgumentParser(prog='taxi-duration', description='Predict NYC taxi ride durations: train, register, serve, monitor.')
-    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    pl = sub.add_parser('pipeline', help='train, evaluate and register a model (papermill steps logged to MLflow)')
-    _flag(pl, 'train_data', default='green:2021-01', help='path (parquet/csv) or spec like green:2021-01 (default %(default)s)')
-    _flag(pl, 'validation_data', default='green:2021-02', help='path or spec (default %(default)s)')
-    _flag(pl, 'model', default='gbm', help='linear, lasso, ridge or gbm (default %(default)s)')
-    _flag(pl, 'alpha', default=None, help='regularisation; a,b,c sweeps and keeps the best')
-    _flag(pl, 'experiment', default=EXPERIMENT, help='MLflow experiment (default %(default)s)')
-    _flag(pl, 'model_name', default=MODEL_NAME, help='registered model (default %(default)s)')
-    _flag(pl, 'work_dir', default=None, help='keep the steps\' hand-over files here (default: a temp folder)')
+def _pipeline_args(p):
+    _flag(p, 'train_data', default='green:2021-01', help='path (parquet/csv) or spec like green:2021-01 (default %(default)s)')
+    _flag(p, 'validation_data', default='green:2021-02', help='path or spec (default %(default)s)')
+    _flag(p, 'model', default='gbm', help='linear, lasso, ridge or gbm (default %(default)s)')
+    _flag(p, 'alpha', default=None, help='regularisation; a,b,c sweeps and keeps the best')
+    _flag(p, 'experiment', default=EXPERIMENT, help='MLflow experiment (default %(default)s)')
+    _flag(p, 'model_name', default=MODEL_NAME, help='registered model (default %(default)s)')
+    _flag(p, 'work_dir', default=None, help='keep the steps\' hand-over files here (default: a temp folder)')
+    _flag(p, 'skip_if_trained', action='store_true',
+          help='do nothing when the champion was trained on these same files with this model and alpha (make run)')
+
+def _score_args(p):
     from taxi_duration.score import add_score_args
-    sc = add_score_args(sub.add_parser('score', help='score a month of rides in batch with the champion'))
     from taxi_duration.spark import add_spark_args
-    add_spark_args(sc)  # --engine spark --master URL (22_spark)
-    from taxi_duration.flow import add_flow_args, add_backfill_args
-    add_flow_args(sub.add_parser('flow', help='run the pipeline once as a Prefect flow (train, register, monitor)'))
-    add_backfill_args(sub.add_parser('backfill', help='run the Prefect flow over past months'))
+    add_spark_args(add_score_args(p))  # --engine spark --master URL (22_spark)
+
+def _serve_args(p):
+    p.add_argument('--host', default=None, help='address to listen on (default $HOST, else 127.0.0.1)')
+    p.add_argument('--port', default=None, help='port (default $PORT, else 9696)')
+
+def _flow_args(p):
+    from taxi_duration.flow import add_flow_args
+    add_flow_args(p)
+
+def _backfill_args(p):
+    from taxi_duration.flow import add_backfill_args
+    add_backfill_args(p)
+
+def _monitor_args(p):
     from taxi_duration.monitor import add_monitor_args
-    add_monitor_args(sub.add_parser('monitor', help='compare live profiles or completed rides with the champion; '
-                                                    'alert on drift or a performance drop'))
-    return p
+    add_monitor_args(p)
 
 # %% ../nbs/13_cli.ipynb #a3907cd3
 def _pipeline(a) -> int:
-    from taxi_duration.pipeline import run_pipeline
+    from taxi_duration.pipeline import run_pipeline, trained_champion
+    if a.skip_if_trained:
+        v = trained_champion(a.train_data, a.validation_data, a.model, a.alpha, a.model_name)
+        if v is not None:
+            print(f"champion: {a.model_name} version {v.version} was trained on {a.train_data} / {a.validation_data} "
+                  f"with {a.model}: not training again (run the pipeline without --skip_if_trained to do so)")
+            return 0
     r = run_pipeline(a.train_data, a.validation_data, a.model, a.alpha, a.experiment, a.model_name,
                      a.work_dir, log=lambda s: print(s, file=sys.stderr))
     steps = ', '.join(f'{k} {v:.1f}s' for k, v in r.seconds.items())
@@ -75,14 +91,78 @@ def _backfill(a) -> int:
     from taxi_duration.flow import run_backfill
     return run_backfill(a)
 
-COMMANDS = {'pipeline': _pipeline, 'score': _score, 'monitor': _monitor, 'flow': _flow, 'backfill': _backfill}
+# %% ../nbs/13_cli.ipynb #1d2efcf6
+def serve_address(host: str|None=None, port=None) -> str:
+    "Where `serve` listens, as gunicorn's `HOST:PORT`: the arguments, else $HOST / $PORT, else 127.0.0.1:9696."
+    host = host or os.environ.get('HOST') or '127.0.0.1'
+    port = str(port or os.environ.get('PORT') or 9696)
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise TaxiDurationError(f"port must be a number 1-65535, got {port!r}", field='port')
+    return f'{host}:{port}'
+
+def serve_command(host: str|None=None, port=None) -> list:
+    "The gunicorn command line `serve` runs: the checkout's gunicorn.conf.py and app.py."
+    address, root = serve_address(host, port), Path(taxi_duration.__file__).resolve().parent.parent
+    conf = root/'gunicorn.conf.py'
+    if not (conf.exists() and (root/'app.py').exists()):
+        raise TaxiDurationError(f"gunicorn.conf.py and app.py are not in {root}: serve from a checkout installed "
+                                "with 'pip install -e .' (make install)")
+    return [sys.executable, '-m', 'gunicorn', '-c', str(conf), '--chdir', str(root), '-b', address,
+            'app:app']
+
+def _serve(a) -> int:
+    cmd = serve_command(a.host, a.port)
+    sys.stdout.flush(); sys.stderr.flush()
+    os.execv(cmd[0], cmd)
+
+# %% ../nbs/13_cli.ipynb #97832ac3
+COMMANDS = {
+    'pipeline': ('train, evaluate and register a model (papermill steps logged to MLflow)', _pipeline_args, _pipeline),
+    'serve': ('serve the champion over HTTP with gunicorn (gunicorn.conf.py)', _serve_args, _serve),
+    'score': ('score a month of rides in batch with the champion', _score_args, _score),
+    'monitor': ('compare live profiles or completed rides with the champion; alert on drift or a performance drop',
+                _monitor_args, _monitor),
+    'flow': ('run the pipeline once as a Prefect flow (train, register, monitor)', _flow_args, _flow),
+    'backfill': ('run the Prefect flow over past months', _backfill_args, _backfill),
+}
+
+# %% ../nbs/13_cli.ipynb #471c02f0
+def _suggest(word: str, known) -> str:
+    "' (did you mean X?)' when `word` is close to one of `known`, else ''."
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f' (did you mean {close[0]}?)' if close else ''
+
+class _Parser(argparse.ArgumentParser):
+    "An ArgumentParser whose 'unrecognized arguments' error suggests the closest known option."
+    def error(self, message):
+        prefix = 'unrecognized arguments: '
+        if message.startswith(prefix) and getattr(self, 'command_parser', None) is not None:
+            known = [o for a in self.command_parser._actions for o in a.option_strings]
+            message += ''.join(_suggest(w.split('=')[0], known) for w in message[len(prefix):].split() if w.startswith('--'))
+            self.command_parser.error(message)
+        super().error(message)
+
+# %% ../nbs/13_cli.ipynb #cddb5046
+def parser(argv=None) -> argparse.ArgumentParser:
+    "The argument parser of `taxi-duration`, with the arguments of the command `argv` runs (none for the top-level help)."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = _Parser(prog='taxi-duration', description='Predict NYC taxi ride durations: train, register, serve, monitor.')
+    p.add_argument('--version', action='version', version=f'%(prog)s {taxi_duration.__version__}')
+    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    chosen = next((w for w in argv if not w.startswith('-')), None)
+    if chosen is not None and chosen not in COMMANDS:
+        p.error(f"unknown command {chosen!r}{_suggest(chosen, COMMANDS)}: use one of {', '.join(COMMANDS)}")
+    for name, (summary, add_args, _) in COMMANDS.items():
+        sp = sub.add_parser(name, help=summary, description=summary)
+        if name == chosen: add_args(sp); p.command_parser = sp
+    return p
 
 # %% ../nbs/13_cli.ipynb #6ee47617
 def main(argv=None) -> int:
     "Entry point of `taxi-duration`; the exit code."
-    try: args = parser().parse_args(argv)
+    try: args = parser(argv).parse_args(argv)
     except SystemExit as e: return e.code if isinstance(e.code, int) else 2  # argparse: usage printed, 2 (or 0 for --help)
-    try: return COMMANDS[args.command](args)
+    try: return COMMANDS[args.command][2](args)
     except TaxiDurationError as e:
         print(f"taxi-duration: error: {' '.join(str(e).split())}", file=sys.stderr); return 2
     except KeyboardInterrupt:

@@ -20,11 +20,20 @@ __all__ = ['SERVICES', 'TLC_HOST', 'TLC_KINDS', 'MISC_FILES', 'SUPPORTED_SUFFIXE
 # %% ../nbs/01_data.ipynb #1ed3547d
 SERVICES = {'green': (2013, 8), 'yellow': (2009, 1)}  # service -> first published (year, month)
 _SPEC = re.compile(r'^(?P<sample>sample:)?(?P<service>[a-z]+):(?P<year>\d{4})-(?P<month>\d{2})$')
+_NEAR_SPEC = re.compile(r'^(sample:)?[a-z]+:\d{2,4}-\d{1,2}$')  # a spec with a short year or month
+
+def _short_spec(text: str):
+    "Raise the error for a spec whose year or month is too short (`green:2021-1`), naming the spelling meant."
+    head, date = text.rsplit(':', 1)
+    year, month = date.split('-')
+    if len(year) != 4: raise TaxiDurationError(f"{text!r}: the year needs four digits, e.g. {head}:2021-01")
+    raise TaxiDurationError(f"{text!r}: the month needs two digits: {head}:{year}-{int(month):02d}")
 
 def parse_spec(text: str  # e.g. 'green:2021-01' or 'sample:green:2021-01'
               ) -> dict|None:
     "Split a month spec into its parts; None when `text` is not spelled like a spec."
     m = _SPEC.match(text.strip().lower())
+    if not m and _NEAR_SPEC.match(text.strip().lower()): _short_spec(text.strip().lower())
     if not m: return None
     service, year, month = m['service'], int(m['year']), int(m['month'])
     if service not in SERVICES:

@@ -14,7 +14,8 @@ from .data import DownloadUnavailable, TLC_HOST, data_dir, parse_spec, resolve, 
 from .train import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
 # %% auto #0
-__all__ = ['STEPS', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'PipelineResult', 'run_pipeline']
+__all__ = ['STEPS', 'STEP_TAG', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'check_tracking', 'PipelineResult',
+           'run_pipeline', 'trained_champion']
 
 # %% ../nbs/05_pipeline.ipynb #56e96e26
 STEPS = [('load & prepare', '01_data'), ('vectorise', '02_features'), ('train', '03_train'),
@@ -32,6 +33,8 @@ def notebooks_dir() -> Path:
     return d
 
 # %% ../nbs/05_pipeline.ipynb #21467ce6
+STEP_TAG = 'step'  # the cell tag that marks what a pipeline step runs
+
 def _directives(cell) -> set:
     "The nbdev directives (`#| export`, `#| eval: false`, ...) at the top of a cell."
     out = set()
@@ -40,15 +43,36 @@ def _directives(cell) -> set:
         out.add(' '.join(line[2:].split()))
     return out
 
+def _tags(cell) -> list: return cell.metadata.get('tags', [])
+
+def _is_module_code(cell) -> bool:
+    "A `#| default_exp` or `#| export` cell: the module's own code."
+    return any(x.split()[0].rstrip(':') in ('default_exp', 'export', 'exporti', 'exports') for x in _directives(cell) if x)
+
+# %% ../nbs/05_pipeline.ipynb #94359e9b
+def _check_step_cells(nb, name: str):
+    "Refuse a step notebook whose step is not marked unambiguously (see the contract above)."
+    code = [(n, c) for n, c in enumerate(nb.cells) if c.cell_type == 'code']
+    params = [n for n, c in code if 'parameters' in _tags(c)]
+    steps = [n for n, c in code if STEP_TAG in _tags(c)]
+    def refuse(what): raise TaxiDurationError(f"{name} is not a step notebook: {what} (the step contract: 05_pipeline)",
+                                              field='notebook')
+    if len(params) != 1: refuse(f"it needs one cell tagged 'parameters', it has {len(params)}")
+    if not steps: refuse(f"no cell is tagged '{STEP_TAG}'")
+    for n, c in code:
+        skipped, step = 'eval: false' in _directives(c), STEP_TAG in _tags(c)
+        if step and (n < params[0] or 'parameters' in _tags(c)): refuse(f"cell {n} is tagged '{STEP_TAG}' above the parameters")
+        if step and _is_module_code(c): refuse(f"cell {n} is both exported code and tagged '{STEP_TAG}'")
+        if step and not skipped: refuse(f"cell {n} is tagged '{STEP_TAG}' without '#| eval: false' (nbdev_test would run it)")
+        if skipped and not step: refuse(f"cell {n} has '#| eval: false' but is not tagged '{STEP_TAG}'")
+
 def step_notebook(path: Path):
-    "The notebook at `path` with its test and demo cells removed, ready for papermill."
+    "The runnable notebook of the step at `path`: module code, parameters and the `step` cells, for papermill."
     import nbformat
     nb = nbformat.read(path, as_version=4)
-    def keep(c):
-        if c.cell_type != 'code' or 'parameters' in c.metadata.get('tags', []): return True
-        d = _directives(c)
-        return 'eval: false' in d or any(x.startswith('export') or x.startswith('default_exp') for x in d)
-    nb.cells = [c for c in nb.cells if keep(c)]
+    _check_step_cells(nb, Path(path).name)
+    nb.cells = [c for c in nb.cells
+                if c.cell_type != 'code' or 'parameters' in _tags(c) or STEP_TAG in _tags(c) or _is_module_code(c)]
     return nb
 
 # %% ../nbs/05_pipeline.ipynb #422630e5
@@ -66,6 +90,19 @@ def check_data(*sources: str):
         raise DownloadUnavailable(f"cannot download {' and '.join(names)} (no network?): put them in "
                                   f"{data_dir().resolve()} (or set TAXI_DATA_DIR to the folder holding them); "
                                   f"the TLC publishes them at {tlc_url('trip-data', '', TLC_HOST)}<name>")
+
+# %% ../nbs/05_pipeline.ipynb #25dd0741
+def check_tracking(uri: str|None=None,  # the tracking URI; default: the one in force
+                   timeout: float=5):   # seconds to wait for an answer
+    "Refuse a tracking server that does not answer, with one line, before anything starts."
+    uri = uri or tracking_uri()
+    if not uri.lower().startswith(('http://', 'https://')): return
+    import requests
+    try: requests.get(uri, timeout=timeout, allow_redirects=False)
+    except requests.exceptions.RequestException as e:
+        raise TaxiDurationError(f"the tracking server {uri} does not answer ({type(e).__name__}): start it "
+                                "(make tracking-server) or set MLFLOW_TRACKING_URI to one that runs",
+                                field='MLFLOW_TRACKING_URI') from None
 
 # %% ../nbs/05_pipeline.ipynb #9bae65d2
 from contextlib import contextmanager
@@ -173,7 +210,9 @@ def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:20
                  step_hook=None) -> PipelineResult:  # see _run_steps
     "Run the pipeline's steps; the outcome (run id, metrics, model version, promotion)."
     check_model(model); parse_alphas(model, alpha)
+    check_tracking()
     nbs = notebooks_dir()
+    for _, name in STEPS: step_notebook(nbs/f'{name}.ipynb')  # a broken step contract: refused before any run
     check_data(train_data, validation_data)
     if sha256(resolve(train_data)) == sha256(resolve(validation_data)):
         raise TaxiDurationError(f"{train_data} and {validation_data} are the same file: validate on another month, "
@@ -201,3 +240,17 @@ def run_pipeline(train_data: str='green:2021-01', validation_data: str='green:20
         if not work_dir: shutil.rmtree(work, ignore_errors=True)
     return PipelineResult(**outcome, pipeline_run_id=run_id, experiment=experiment, seconds=seconds,
                           train_data=train_data, validation_data=validation_data)
+
+# %% ../nbs/05_pipeline.ipynb #356a2033
+def trained_champion(train_data: str, validation_data: str, model: str=DEFAULT_MODEL, alpha=None,
+                     model_name: str=MODEL_NAME):
+    "The champion's model version if it was trained on these files with `model` and `alpha` (one value), else None."
+    uri, alphas = tracking_uri(), parse_alphas(model, alpha)
+    if uri.startswith('sqlite:///') and not Path(uri[len('sqlite:///'):]).exists(): return None  # no store yet
+    if len(alphas) > 1: return None  # a sweep: its winner is not known before it runs
+    from taxi_duration.registry import champion
+    v = champion(model_name)
+    tags = (v.tags or {}) if v is not None else {}
+    wanted = {'model': model, 'alpha': str(alphas[0]), 'train_sha256': sha256(resolve(train_data)),
+              'validation_sha256': sha256(resolve(validation_data))}
+    return v if v is not None and all(tags.get(k) == w for k, w in wanted.items()) else None

@@ -85,7 +85,7 @@ def test_pick_zones_and_get_minutes(server, browser):
         'PULocationID': 43, 'DOLocationID': 181, 'trip_distance': 6.2, 'pickup_datetime': '2021-03-05T08:30'}).json
     assert shown == pytest.approx(api['duration'], abs=1e-9)  # Central Park = 43, Park Slope = 181
     lo, hi = api['interval']
-    assert d.find_element(By.ID, 'result').text == f"≈ {round(api['duration'])} min ({round(lo)}–{round(hi)})"
+    assert d.find_element(By.ID, 'result').text == f"≈ {round(api['duration'])} min\n80 % of rides: {round(lo)}–{round(hi)} min"
     assert f"version {api['model_version']}" in d.find_element(By.ID, 'model').text
     assert d.execute_script('return window.__same_page') == 42
 
@@ -120,7 +120,7 @@ def test_click_two_zones_on_the_map(server, browser):
         'PULocationID': 132, 'DOLocationID': 230, 'pickup_datetime': '2021-03-05T08:30'}).json
     lo, hi = api['interval']
     assert api['used_distance'] is False
-    assert d.find_element(By.ID, 'result').text == f"≈ {round(api['duration'])} min ({round(lo)}–{round(hi)})"
+    assert d.find_element(By.ID, 'result').text == f"≈ {round(api['duration'])} min\n80 % of rides: {round(lo)}–{round(hi)} min"
     assert f"version {api['model_version']}" in d.find_element(By.ID, 'model').text
 
 

@@ -120,6 +120,7 @@ def test_card_papermill_form_from_the_repo_root(tmp_path, real_months):
     assert run.data.params['alpha'] == '0.01'
     assert run.data.params['train_data'] == 'green:2021-01'
     assert run.data.metrics['rmse'] < 5.6
+    assert run.info.run_name == 'train-gbm'  # named like the pipeline's runs, not a random name
 
 
 @pytest.fixture(scope='module')
@@ -234,7 +235,9 @@ def _probe_steps(folder: Path, flaky: str):
         body = ("#| eval: false\nimport json, os\n"
                 "open(f'{work_dir}/seen.jsonl', 'a').write(json.dumps([os.getpid(), 'left' in globals()]) + '\\n')\n"
                 f"left = {i}\n" + (fail if name == flaky else ''))
-        nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)], metadata={
+        step = nbformat.v4.new_code_cell(body)
+        step.metadata['tags'] = ['step']  # the step contract (05_pipeline)
+        nb = nbformat.v4.new_notebook(cells=[params, step], metadata={
             'kernelspec': {'name': 'python3', 'language': 'python', 'display_name': 'Python 3'}})
         nbformat.write(nb, folder / f'{name}.ipynb')
 

@@ -10,6 +10,18 @@ function fillZones(boroughSelect, zoneSelect) {
   zoneSelect.replaceChildren(...(b ? b.zones : []).map((z) => new Option(z.name, String(z.id))));
 }
 
+function zoneName(end) {  // the chosen zone's name, as its list shows it
+  const option = $(end + '-zone').selectedOptions[0];
+  return option ? option.text : '';
+}
+
+function showHint() {  // what a click on the map does next, given what is chosen
+  const b = (text) => Object.assign(document.createElement('b'), {textContent: text});
+  if (choosing === 'do') $('map-hint').replaceChildren('From ', b(zoneName('pu')), ': now click the ', b('drop-off'), ' zone.');
+  else $('map-hint').replaceChildren(b(zoneName('pu')), ' to ', b(zoneName('do')), '. Click a zone to choose a new ',
+    b('pick-up'), '.');
+}
+
 function choose(end, zoneId, fromMap) {  // set the pick-up ('pu') or drop-off ('do') zone everywhere
   const bs = $(end + '-borough'), zs = $(end + '-zone');
   if (boroughOf[zoneId] && bs.value !== boroughOf[zoneId]) { bs.value = boroughOf[zoneId]; fillZones(bs, zs); }
@@ -17,13 +29,9 @@ function choose(end, zoneId, fromMap) {  // set the pick-up ('pu') or drop-off (
   document.querySelectorAll(`#map path.${end}`).forEach((p) => p.classList.remove(end));
   const path = document.getElementById(`zone-${zoneId}`);
   if (path) path.classList.add(end);
-  if (fromMap) {
-    choosing = end === 'pu' ? 'do' : 'pu';
-    $('map-hint').innerHTML = '';
-    $('map-hint').append('Click the ', Object.assign(document.createElement('b'),
-      {textContent: choosing === 'pu' ? 'pick-up' : 'drop-off'}), ' zone.');
-    if (end === 'do') predict();
-  }
+  if (fromMap) choosing = end === 'pu' ? 'do' : 'pu';
+  showHint();
+  if (fromMap && end === 'do') predict();
 }
 
 function setupPicker(end, zoneId) {
@@ -83,8 +91,9 @@ async function predict(event) {
     const r = await fetch('/predict', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(ride)});
     const body = await r.json();
     if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
-    const range = body.interval ? ` (${Math.round(body.interval[0])}–${Math.round(body.interval[1])})` : '';
-    $('result').textContent = `≈ ${Math.round(body.duration)} min${range}`;
+    const range = body.interval ? [Object.assign(document.createElement('small'), {
+      textContent: `80 % of rides: ${Math.round(body.interval[0])}–${Math.round(body.interval[1])} min`})] : [];
+    $('result').replaceChildren(`≈ ${Math.round(body.duration)} min`, ...range);
     $('result').dataset.minutes = String(body.duration);
     $('model').textContent = `version ${body.model_version}` + (body.used_distance ? ', with your distance' : '');
   } catch (e) {
