@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from flask import Flask, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 import taxi_duration
 from .core import MODEL_NAME, TaxiDurationError, tracking_uri
 from .features import RIDE_COLUMNS
@@ -245,7 +245,7 @@ def _document(body: str|None, what: str) -> Response:
 
 def _routes(app, served, hooks, on_health=None):
     @app.before_request
-    def _watch(): served.ensure_watching()
+    def _refresh(): served.ensure_refreshing()
 
     @app.post('/predict')
     def predict_():
@@ -346,17 +346,29 @@ def app_or_exit(served: ServedModel|None=None, **hooks) -> Flask:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     return app
 
-# %% ../nbs/06_serve.ipynb #79844ef3
+# %% ../nbs/06_serve.ipynb #2d462c5c
 class GracefulThreadWorker(ThreadWorker):
     "gunicorn's gthread worker, except that stopping never drops a request: it stops listening at once, and answers what comes on its connections."
     listening = True  # False from SIGTERM on: the listening sockets are closed
 
     def handle_exit(self, sig, frame):
-        "SIGTERM: close this worker's listening sockets now (a connection queued there unaccepted would be reset), then stop as gthread does."
+        "SIGTERM: take the connections already queued, close the listening sockets, then stop as gthread does."
         if self.alive:
             self.listening = False
-            for s in self.sockets: s.close()
+            for s in self.sockets:
+                self._accept_queued(s)
+                s.close()  # from now on a new connection is refused: nothing sent, nothing lost
         super().handle_exit(sig, frame)
+
+    def _accept_queued(self, listener):
+        "Accept every connection waiting in `listener`'s queue (left there, it would be reset when the socket closes)."
+        listener.setblocking(False)
+        while True:
+            try: client, addr = listener.accept()
+            except OSError: return  # none left
+            self.nr_conns += 1
+            client.setblocking(True)
+            self.enqueue_req(TConn(self.cfg, client, addr, listener.getsockname()))
 
     def set_accept_enabled(self, enabled): super().set_accept_enabled(enabled and self.listening)
 
@@ -385,7 +397,7 @@ def run(app: Flask, host: str|None=None, port=None):
     host, port = listen_address(host, port)
     try: server = make_server(host, port, app, threaded=True)
     except OSError as e: raise TaxiDurationError(f'cannot listen on {host}:{port}: {e.strerror or e}; set HOST/PORT') from None
-    app.extensions['taxi_duration'].ensure_watching()
+    app.extensions['taxi_duration'].ensure_refreshing()
     log.info(f'listening on http://{host}:{server.port}/ (production: gunicorn app:app, settings in gunicorn.conf.py)')
     try: server.serve_forever()
     except KeyboardInterrupt: pass

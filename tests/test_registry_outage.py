@@ -71,7 +71,7 @@ def test_registry_down_without_a_local_copy_exits_in_seconds_with_one_line(tmp_p
     assert seconds < 60, p.stderr[-2000:]  # MLflow's own retries took about four minutes
     ours = [l for l in p.stderr.splitlines() if l.startswith('taxi-duration serve: error:')]
     assert ours, p.stderr[-2000:]
-    assert 'cannot load models:/taxi-duration@champion' in ours[0]
+    assert 'cannot look models:/taxi-duration@champion up in the registry at http://127.0.0.1:' in ours[0]
     assert 'Traceback' not in p.stderr
 
 
