@@ -22,8 +22,8 @@ from .served import DEFAULT_URI, GIL_SWITCH_SECONDS, ServedModel, settle_heap
 __all__ = ['MAX_RIDES', 'MAX_BODY_BYTES', 'ZONE_MIN', 'ZONE_MAX', 'MAX_TRIP_MILES', 'PICKUP_YEARS', 'NYC', 'log', 'STATIC',
            'APP_LOAD_ERROR', 'check_zone', 'check_distance', 'now_nyc', 'check_pickup', 'check_ride_id', 'Ride',
            'check_ride', 'check_rides', 'decode_body', 'answer', 'rides_carried', 'create_app',
-           'refresh_seconds_from_env', 'served_from_env', 'app_from_env', 'or_exit', 'app_or_exit',
-           'GracefulThreadWorker', 'listen_address', 'run', 'run_or_exit']
+           'refresh_seconds_from_env', 'served_from_env', 'app_from_env', 'or_exit', 'app_or_exit', 'listen_address',
+           'run', 'run_or_exit', 'GracefulThreadWorker']
 
 # %% ../nbs/06_serve.ipynb #8763ad86
 MAX_RIDES = 1000          # rides in one request
@@ -346,6 +346,34 @@ def app_or_exit(served: ServedModel|None=None, **hooks) -> Flask:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     return app
 
+# %% ../nbs/06_serve.ipynb #cb40c621
+def listen_address(host: str|None=None, port=None) -> tuple[str, int]:
+    "Where to listen: arguments, else $HOST/$PORT, else 127.0.0.1:9696."
+    host = host or os.environ.get('HOST') or '127.0.0.1'
+    port = port or os.environ.get('PORT') or 9696
+    try: port = int(port); assert 0 <= port < 65536
+    except (ValueError, AssertionError): raise TaxiDurationError(f'PORT must be a port number 0-65535, got {port!r}') from None
+    return host, port
+
+def run(app: Flask, host: str|None=None, port=None):
+    "Serve `app` with Werkzeug's threaded server until interrupted (never in debug mode)."
+    from werkzeug.serving import make_server
+    host, port = listen_address(host, port)
+    try: server = make_server(host, port, app, threaded=True)
+    except OSError as e: raise TaxiDurationError(f'cannot listen on {host}:{port}: {e.strerror or e}; set HOST/PORT') from None
+    app.extensions['taxi_duration'].ensure_refreshing()
+    log.info(f'listening on http://{host}:{server.port}/ (production: gunicorn app:app, settings in gunicorn.conf.py)')
+    try: server.serve_forever()
+    except KeyboardInterrupt: pass
+    finally: server.server_close()
+
+def run_or_exit(app: Flask, host: str|None=None, port=None):
+    "`run`, with a user's mistake (a bad or busy port) as one line and exit code 2."
+    try: run(app, host, port)
+    except TaxiDurationError as e:
+        print(f"taxi-duration serve: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
 # %% ../nbs/06_serve.ipynb #2d462c5c
 class GracefulThreadWorker(ThreadWorker):
     "gunicorn's gthread worker, except that stopping never drops a request: it stops listening at once, and answers what comes on its connections."
@@ -381,31 +409,3 @@ class GracefulThreadWorker(ThreadWorker):
         self.alive = True   # for gthread's own keep-alive branch; a request that sees True meanwhile is kept the same way
         try: super().finish_request(conn, fs)
         finally: self.alive = False
-
-# %% ../nbs/06_serve.ipynb #cb40c621
-def listen_address(host: str|None=None, port=None) -> tuple[str, int]:
-    "Where to listen: arguments, else $HOST/$PORT, else 127.0.0.1:9696."
-    host = host or os.environ.get('HOST') or '127.0.0.1'
-    port = port or os.environ.get('PORT') or 9696
-    try: port = int(port); assert 0 <= port < 65536
-    except (ValueError, AssertionError): raise TaxiDurationError(f'PORT must be a port number 0-65535, got {port!r}') from None
-    return host, port
-
-def run(app: Flask, host: str|None=None, port=None):
-    "Serve `app` with Werkzeug's threaded server until interrupted (never in debug mode)."
-    from werkzeug.serving import make_server
-    host, port = listen_address(host, port)
-    try: server = make_server(host, port, app, threaded=True)
-    except OSError as e: raise TaxiDurationError(f'cannot listen on {host}:{port}: {e.strerror or e}; set HOST/PORT') from None
-    app.extensions['taxi_duration'].ensure_refreshing()
-    log.info(f'listening on http://{host}:{server.port}/ (production: gunicorn app:app, settings in gunicorn.conf.py)')
-    try: server.serve_forever()
-    except KeyboardInterrupt: pass
-    finally: server.server_close()
-
-def run_or_exit(app: Flask, host: str|None=None, port=None):
-    "`run`, with a user's mistake (a bad or busy port) as one line and exit code 2."
-    try: run(app, host, port)
-    except TaxiDurationError as e:
-        print(f"taxi-duration serve: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
-        raise SystemExit(2)

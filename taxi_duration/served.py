@@ -122,12 +122,11 @@ def _download(uri: str, folder: Path) -> Path:
     finally: shutil.rmtree(staging, ignore_errors=True)
     return folder
 
-def _set_aside(folder: Path) -> Path:
-    "Move a refused copy out of the way (as `.refused-<name>`, replacing an older one): the next load fetches it again."
-    import shutil
-    aside = folder.parent/f'.refused-{folder.name}'
-    shutil.rmtree(aside, ignore_errors=True)
-    try: os.rename(folder, aside)
+def _set_aside(folder: Path, inode: int) -> Path:
+    "Move a refused copy (`folder`, if it is still the copy `inode` names) out of the way: the next load fetches it again."
+    aside = folder.parent/f'.refused-{folder.name}-{os.getpid()}'
+    try:
+        if folder.stat().st_ino == inode: os.rename(folder, aside)
     except OSError: pass  # another worker set it aside first
     return aside
 
@@ -140,8 +139,9 @@ def _remember(cache: Path, served: LoadedModel, folder: Path):
         tmp.write_text(json.dumps({'version': served.version, 'uri': served.uri, 'folder': folder.name,
                                    'saved_at': _iso(time.time())}))
     keep = {folder.name}
-    for old in sorted((p for p in cache.glob('v*') if p.name not in keep), key=lambda p: p.stat().st_mtime)[:-1]:
-        shutil.rmtree(old, ignore_errors=True)
+    for pattern, n in (('v*', 1), ('.refused-*', 2)):  # the copy before this one; the newest two refused, to look at
+        for old in sorted((p for p in cache.glob(pattern) if p.name not in keep), key=lambda p: p.stat().st_mtime)[:-n]:
+            shutil.rmtree(old, ignore_errors=True)
 
 def last_good(model_uri: str, cache_dir: Path|None=None) -> LoadedModel|None:
     "The last copy of a model served under `model_uri` that loaded and answered, or None."
@@ -171,9 +171,10 @@ def _load_copy(uri: str, version: str, folder: Path) -> LoadedModel:
     "The model at `uri`, verified, from its local copy in `folder`: fetched when missing, set aside and fetched again when refused."
     from taxi_duration.registry import load_model
     if (folder/'MLmodel').exists():
+        inode = folder.stat().st_ino
         try: return verify_served(load_model(str(folder)), version, uri, _model_zones(uri, folder))
         except Exception as e:
-            aside = _set_aside(folder)
+            aside = _set_aside(folder, inode)
             log.warning(f'the local copy of {uri} was refused ({_why(e)}); set aside as {aside.name}, fetching it again')
     return verify_served(load_model(str(_download(uri, folder))), version, uri, _model_zones(uri, folder))
 
