@@ -15,3 +15,18 @@ timeout = 30                 # a worker silent this many seconds is replaced
 graceful_timeout = 10        # on SIGTERM, requests under way get this long to finish
 keepalive = 5                # an idle keep-alive connection is kept this many seconds
 control_socket_disable = True  # gunicorn 26 would open one control socket per user, shared by every gunicorn of theirs
+
+
+def on_starting(server):  # gunicorn's hook: the arbiter, before any worker starts
+    """Halt once when every worker fails to load the app. gunicorn 26.2 stops the server at the first worker that
+    exits with "App failed to load" (code 4), and raises again, out of its own shutdown, when a second one exits
+    meanwhile: a traceback and exit code 1 instead of exit code 4 and our one line."""
+    from gunicorn.errors import HaltServer
+    stop = server.stop
+
+    def stop_despite_more_failures(graceful=True):
+        while True:
+            try: return stop(graceful)
+            except HaltServer: pass  # another worker could not load either: go on stopping the rest
+
+    server.stop = stop_despite_more_failures

@@ -63,10 +63,10 @@ def tracking_uri() -> str:
     return uri
 
 # %% ../nbs/00_core.ipynb #603f3eee
-REGISTRY_HTTP = {  # MLflow's HTTP client settings per kind of caller: retries, back-off factor (s), timeout per call (s)
+REGISTRY_HTTP = {  # MLflow's HTTP client settings per caller: retries, back-off factor, timeout per call (whole seconds)
     'batch':   {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '3', 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '1',
                 'MLFLOW_HTTP_REQUEST_TIMEOUT': '60'},
-    'service': {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '2', 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '0.5',
+    'service': {'MLFLOW_HTTP_REQUEST_MAX_RETRIES': '2', 'MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR': '1',
                 'MLFLOW_HTTP_REQUEST_TIMEOUT': '5'}}
 _BOUND = {}  # variable -> the value bound_registry_calls last set (any other value was set by the user)
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 from flask import Flask, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 import taxi_duration
 from .core import MODEL_NAME, TaxiDurationError, tracking_uri
 from .rides import MAX_RIDES, RIDE_COLUMNS, Ride, check_rides, describe
@@ -19,8 +19,8 @@ from .served import DEFAULT_URI, GIL_SWITCH_SECONDS, ServedModel, settle_heap
 
 # %% auto #0
 __all__ = ['MAX_BODY_BYTES', 'log', 'STATIC', 'APP_LOAD_ERROR', 'decode_body', 'answer', 'rides_carried', 'create_app',
-           'refresh_seconds_from_env', 'served_from_env', 'app_from_env', 'or_exit', 'app_or_exit',
-           'GracefulThreadWorker', 'listen_address', 'run', 'run_or_exit']
+           'refresh_seconds_from_env', 'served_from_env', 'app_from_env', 'or_exit', 'app_or_exit', 'listen_address',
+           'run', 'run_or_exit', 'GracefulThreadWorker']
 
 # %% ../nbs/06_serve.ipynb #8763ad86
 MAX_BODY_BYTES = 1 << 20  # request size cap: 1,000 pretty-printed rides take ~200 KB
@@ -134,7 +134,7 @@ def _document(body: str|None, what: str) -> Response:
 
 def _routes(app, served, hooks, on_health=None):
     @app.before_request
-    def _watch(): served.ensure_watching()
+    def _refresh(): served.ensure_refreshing()
 
     @app.post('/predict')
     def predict_():
@@ -235,30 +235,6 @@ def app_or_exit(served: ServedModel|None=None, **hooks) -> Flask:
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     return app
 
-# %% ../nbs/06_serve.ipynb #79844ef3
-class GracefulThreadWorker(ThreadWorker):
-    "gunicorn's gthread worker, except that stopping never drops a request: it stops listening at once, and answers what comes on its connections."
-    listening = True  # False from SIGTERM on: the listening sockets are closed
-
-    def handle_exit(self, sig, frame):
-        "SIGTERM: close this worker's listening sockets now (a connection queued there unaccepted would be reset), then stop as gthread does."
-        if self.alive:
-            self.listening = False
-            for s in self.sockets: s.close()
-        super().handle_exit(sig, frame)
-
-    def set_accept_enabled(self, enabled): super().set_accept_enabled(enabled and self.listening)
-
-    def accept(self, listener):
-        if self.listening: super().accept(listener)
-
-    def finish_request(self, conn, fs):
-        "As gthread's; but while stopping, a connection gthread would keep (kept alive, or waiting for its request) stays in the poller."
-        if self.alive or fs.cancelled() or fs.exception() is not None or not fs.result(): return super().finish_request(conn, fs)
-        self.alive = True   # for gthread's own keep-alive branch; a request that sees True meanwhile is kept the same way
-        try: super().finish_request(conn, fs)
-        finally: self.alive = False
-
 # %% ../nbs/06_serve.ipynb #cb40c621
 def listen_address(host: str|None=None, port=None) -> tuple[str, int]:
     "Where to listen: arguments, else $HOST/$PORT, else 127.0.0.1:9696."
@@ -274,7 +250,7 @@ def run(app: Flask, host: str|None=None, port=None):
     host, port = listen_address(host, port)
     try: server = make_server(host, port, app, threaded=True)
     except OSError as e: raise TaxiDurationError(f'cannot listen on {host}:{port}: {e.strerror or e}; set HOST/PORT') from None
-    app.extensions['taxi_duration'].ensure_watching()
+    app.extensions['taxi_duration'].ensure_refreshing()
     log.info(f'listening on http://{host}:{server.port}/ (production: gunicorn app:app, settings in gunicorn.conf.py)')
     try: server.serve_forever()
     except KeyboardInterrupt: pass
@@ -286,3 +262,39 @@ def run_or_exit(app: Flask, host: str|None=None, port=None):
     except TaxiDurationError as e:
         print(f"taxi-duration serve: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         raise SystemExit(2)
+
+# %% ../nbs/06_serve.ipynb #2d462c5c
+class GracefulThreadWorker(ThreadWorker):
+    "gunicorn's gthread worker, except that stopping never drops a request: it stops listening at once, and answers what comes on its connections."
+    listening = True  # False from SIGTERM on: the listening sockets are closed
+
+    def handle_exit(self, sig, frame):
+        "SIGTERM: take the connections already queued, close the listening sockets, then stop as gthread does."
+        if self.alive:
+            self.listening = False
+            for s in self.sockets:
+                self._accept_queued(s)
+                s.close()  # from now on a new connection is refused: nothing sent, nothing lost
+        super().handle_exit(sig, frame)
+
+    def _accept_queued(self, listener):
+        "Accept every connection waiting in `listener`'s queue (left there, it would be reset when the socket closes)."
+        listener.setblocking(False)
+        while True:
+            try: client, addr = listener.accept()
+            except OSError: return  # none left
+            self.nr_conns += 1
+            client.setblocking(True)
+            self.enqueue_req(TConn(self.cfg, client, addr, listener.getsockname()))
+
+    def set_accept_enabled(self, enabled): super().set_accept_enabled(enabled and self.listening)
+
+    def accept(self, listener):
+        if self.listening: super().accept(listener)
+
+    def finish_request(self, conn, fs):
+        "As gthread's; but while stopping, a connection gthread would keep (kept alive, or waiting for its request) stays in the poller."
+        if self.alive or fs.cancelled() or fs.exception() is not None or not fs.result(): return super().finish_request(conn, fs)
+        self.alive = True   # for gthread's own keep-alive branch; a request that sees True meanwhile is kept the same way
+        try: super().finish_request(conn, fs)
+        finally: self.alive = False

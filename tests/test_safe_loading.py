@@ -8,7 +8,6 @@ on a fresh clone; the service test trains its good model on a slice of a real mo
 why, without ../shared/data).
 """
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import logged_models
+from servers import free_port, start, stop
 from conftest import NO_DATA, ROOT, have_real_months, new_store
 from taxi_duration.core import TaxiDurationError, modified_env
 
@@ -134,11 +134,6 @@ def test_score_refuses_the_evil_champion_in_one_line(hostile, tmp_path):
     assert not (tmp_path / 'out.parquet').exists()
 
 
-def _free_port() -> int:
-    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
-    return port
-
-
 def _version(port) -> str:
     import requests
     r = requests.post(f'http://127.0.0.1:{port}/predict', json=RIDE, timeout=5)
@@ -148,20 +143,13 @@ def _version(port) -> str:
 
 def test_gunicorn_keeps_serving_the_good_model_when_the_alias_moves_to_the_evil_one(store, tmp_path):
     import requests
-    port = _free_port()
+    port = free_port()
     gunicorn = Path(sys.executable).parent / 'gunicorn'
     env = _env(store, MODEL_URI='models:/taxi-duration@champion', REFRESH_SECONDS='1', MONITORING='0')
-    proc = subprocess.Popen([str(gunicorn), '-w', '2', '-b', f'127.0.0.1:{port}', 'app:app'], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / 'gunicorn.log', 'w'))
+    with open(tmp_path / 'gunicorn.log', 'w') as log:
+        proc = start([str(gunicorn), '-b', f'127.0.0.1:{port}', 'app:app'], url=f'http://127.0.0.1:{port}/health',
+                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        t0 = time.time()
-        while True:
-            assert proc.poll() is None, (tmp_path / 'gunicorn.log').read_text()[-2000:]
-            try:
-                if requests.get(f'http://127.0.0.1:{port}/health', timeout=1).status_code == 200: break
-            except requests.RequestException: pass
-            assert time.time() - t0 < 90, 'the service did not come up'
-            time.sleep(0.3)
         assert _version(port) == store['good']
         with modified_env(MLFLOW_TRACKING_URI=store['uri']): logged_models.move_alias(store['evil'])
         time.sleep(4)  # several refresh periods in both workers
@@ -172,6 +160,4 @@ def test_gunicorn_keeps_serving_the_good_model_when_the_alias_moves_to_the_evil_
         assert 'refused to load' in (tmp_path / 'gunicorn.log').read_text()
     finally:
         with modified_env(MLFLOW_TRACKING_URI=store['uri']): logged_models.move_alias(store['good'])
-        proc.terminate()
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: proc.kill()
+        stop(proc)

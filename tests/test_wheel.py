@@ -8,16 +8,15 @@ a real month (skipped, saying why, without ../shared/data).
 """
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pytest
 
 import logged_models
+from servers import free_port, start, stop
 from conftest import NO_DATA, ROOT, SHARED_DATA, have_real_months, new_store
 from taxi_duration.core import modified_env
 
@@ -78,31 +77,19 @@ def test_the_cli_runs_and_pipeline_says_it_needs_the_notebooks(venv, tmp_path):
     assert line.startswith('taxi-duration: error: the step notebooks are not in'), line
 
 
-def _free_port() -> int:
-    s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()
-    return port
-
-
 def test_the_service_runs_from_the_wheel_on_a_model_trained_here(venv, tmp_path):
     import requests
     if not have_real_months(1): pytest.skip(NO_DATA)
     uri = new_store(tmp_path / 'store')
     with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_DATA_DIR=str(SHARED_DATA)):
         logged_models.register(logged_models.log_good(logged_models.real_rides('01', 3000)))
-    port = _free_port()
-    proc = subprocess.Popen([str(venv['bin'] / 'python'), '-m', 'gunicorn', '-w', '1', '-b', f'127.0.0.1:{port}',
-                             'taxi_duration.serve:app_or_exit()'], cwd=tmp_path,
-                            env=dict(venv['env'], MLFLOW_TRACKING_URI=uri, MODEL_URI='models:/taxi-duration@champion'),
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / 'gunicorn.log', 'w'))
+    port = free_port()
+    with open(tmp_path / 'gunicorn.log', 'w') as log:  # the wheel's own worker class, as gunicorn.conf.py names it
+        proc = start([str(venv['bin'] / 'python'), '-m', 'gunicorn', '-w', '1', '--worker-class',
+                      'taxi_duration.serve.GracefulThreadWorker', '-b', f'127.0.0.1:{port}', 'taxi_duration.serve:app_or_exit()'],
+                     url=f'http://127.0.0.1:{port}/health', cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log,
+                     env=dict(venv['env'], MLFLOW_TRACKING_URI=uri, MODEL_URI='models:/taxi-duration@champion'))
     try:
-        t0 = time.time()
-        while True:
-            assert proc.poll() is None, (tmp_path / 'gunicorn.log').read_text()[-3000:]
-            try:
-                if requests.get(f'http://127.0.0.1:{port}/health', timeout=1).status_code == 200: break
-            except requests.RequestException: pass
-            assert time.time() - t0 < 90, 'the service did not come up'
-            time.sleep(0.3)
         ride = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01,
                 'pickup_datetime': '2021-03-05T08:30:00'}
         r = requests.post(f'http://127.0.0.1:{port}/predict', json=ride, timeout=5)
@@ -111,6 +98,4 @@ def test_the_service_runs_from_the_wheel_on_a_model_trained_here(venv, tmp_path)
         assert requests.get(f'http://127.0.0.1:{port}/', timeout=5).status_code == 200        # static page shipped
         assert requests.get(f'http://127.0.0.1:{port}/zones', timeout=5).status_code == 200   # zones from the TLC cache
     finally:
-        proc.terminate()
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: proc.kill()
+        stop(proc)
