@@ -161,6 +161,7 @@ def _routes(app, served, hooks, on_health=None):
         if on_health is not None:
             try: body['monitoring'] = on_health()
             except Exception: body['monitoring'] = {'status': 'unknown: it failed to say (see the log)'}
+            if body['monitoring'].get('status') != 'ok': body['status'] = 'degraded'  # rides are not being kept
         return _json(body)
 
     @app.get('/zones')

@@ -127,7 +127,7 @@ def thresholds(overrides=None,   # {'name': value} or ['name=value', ...]
     t, known = Thresholds(), {f.name for f in fields(Thresholds)}
     for k, v in _threshold_items(overrides, path):
         k = str(k).strip()
-        if k not in known: raise TaxiDurationError(f"unknown threshold {k!r}: use one of {', '.join(known)}")
+        if k not in known: raise TaxiDurationError(f"unknown threshold {k!r}: use one of {', '.join(sorted(known))}")
         try: v = int(v) if k == 'min_rows' else float(v)
         except (TypeError, ValueError): raise TaxiDurationError(f"threshold {k} must be a number, got {v!r}") from None
         if not math.isfinite(v) or v < 0:

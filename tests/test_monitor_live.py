@@ -422,6 +422,7 @@ def test_a_full_disk_loses_no_ride_and_health_says_degraded(env, raw_march, tmp_
         assert degraded['status'] == 'degraded'
         assert degraded['dropped'] == 0
         assert 'No space left' in degraded['problem']
+        assert requests.get(base + '/health', timeout=10).json()['status'] == 'degraded'  # the service as a whole says so
         filler.unlink()                              # space is back: the next flush writes what waited
         healthy = _until(lambda: (lambda m: m if m.get('status') == 'ok' else None)(_monitoring(base)))
         assert healthy, _monitoring(base)
