@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     from taxi_duration.monitor import add_monitor_args
     add_monitor_args(sub.add_parser('monitor', help='compare live profiles or completed rides with the champion; '
                                                     'alert on drift or a performance drop'))
+    _add_kubeflow(sub)  # taxi_duration.kubeflow, below
     return p
 
 # %% ../nbs/13_cli.ipynb #a3907cd3
@@ -76,6 +77,22 @@ def _backfill(a) -> int:
     return run_backfill(a)
 
 COMMANDS = {'pipeline': _pipeline, 'score': _score, 'monitor': _monitor, 'flow': _flow, 'backfill': _backfill}
+
+# %% ../nbs/13_cli.ipynb #0c92fdd6
+def _add_kubeflow(sub):
+    "Add `taxi-duration kubeflow compile` to the subparsers `sub`."
+    kf = sub.add_parser('kubeflow', help='Kubeflow Pipelines: compile the pipeline to YAML for a cluster')
+    act = kf.add_subparsers(dest='kubeflow_command', required=True, metavar='ACTION')
+    c = act.add_parser('compile', help='write the compiled pipeline (KFP v2 YAML)')
+    c.add_argument('--output', '-o', default='pipeline.yaml', help='where the YAML goes (default %(default)s)')
+    c.add_argument('--image', default=None, help='image the steps run in, built from the Dockerfile (default taxi-duration:latest)')
+
+def _kubeflow(a) -> int:
+    from taxi_duration.kubeflow import IMAGE, compile_pipeline
+    print(compile_pipeline(a.output, a.image or IMAGE))
+    return 0
+
+COMMANDS['kubeflow'] = _kubeflow
 
 # %% ../nbs/13_cli.ipynb #6ee47617
 def main(argv=None) -> int:

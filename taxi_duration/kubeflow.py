@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['IMAGE', 'PIPELINE_NAME', 'run_step', 'start_run', 'register_step', 'make_pipeline', 'compile_pipeline']
 
-# %% ../nbs/23_kubeflow.ipynb #fb477aae
+# %% ../nbs/23_kubeflow.ipynb #7afc4dae
 import json, os, shutil, tempfile, time
 from pathlib import Path
 from typing import NamedTuple
 from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError, ensure_experiment, retry_busy
 from .pipeline import check_data, notebooks_dir, step_notebook
 
-# %% ../nbs/23_kubeflow.ipynb #b6778cc1
+# %% ../nbs/23_kubeflow.ipynb #c6b0a30a
 def _client(uri: str):
     from mlflow import MlflowClient
     return MlflowClient(uri)
@@ -50,7 +50,7 @@ def run_step(nb: str,           # step notebook, e.g. '02_features'
     finally:
         shutil.rmtree(work, ignore_errors=True); shutil.rmtree(kept, ignore_errors=True)
 
-# %% ../nbs/23_kubeflow.ipynb #8072db94
+# %% ../nbs/23_kubeflow.ipynb #42292944
 def start_run(tracking_uri: str, experiment: str, model: str, alpha: str, train_data: str, validation_data: str,
               kfp_run_id: str, kfp_run_name: str  # the KFP run: its id and name
              ) -> str:
@@ -80,7 +80,7 @@ def register_step(prepared: str, candidates: str, model_name: str, run_id: str, 
     retry_busy(_client(tracking_uri).set_terminated, run_id, 'FINISHED')
     return outcome
 
-# %% ../nbs/23_kubeflow.ipynb #35279e12
+# %% ../nbs/23_kubeflow.ipynb #922e9800
 IMAGE = 'taxi-duration:latest'  # base image of the components: the project's Dockerfile (pushed to your registry)
 PIPELINE_NAME = 'taxi-duration'
 
@@ -143,12 +143,14 @@ def make_pipeline(image: str=IMAGE  # where the components run: an image built f
         return Outcome(version=r.outputs['version'], promoted=r.outputs['promoted'])
     return taxi_duration
 
-# %% ../nbs/23_kubeflow.ipynb #53d44c2c
+# %% ../nbs/23_kubeflow.ipynb #c735cf96
 def compile_pipeline(output: str,       # where the YAML goes
                      image: str=IMAGE   # the components' image, e.g. registry.example.com/team/taxi-duration:0.1.0
                     ) -> Path:
     "Compile the pipeline to KFP's YAML at `output`; its path."
-    from kfp import compiler
+    try: from kfp import compiler
+    except ModuleNotFoundError:
+        raise TaxiDurationError("kfp is not installed: pip install 'taxi-duration[kubeflow]'") from None
     out = Path(output)
     if out.parent and not out.parent.exists():
         raise TaxiDurationError(f"cannot write {out}: the folder {out.parent} does not exist", field='output')
