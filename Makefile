@@ -19,7 +19,7 @@ MONITOR ?= green:2021-03
 FROM ?= 2021-03
 TO ?= 2021-03
 
-.PHONY: install run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean
+.PHONY: install run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean image test-image
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,7 @@ $(VENV)/.installed: setup.py settings.ini
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.10-3.12 (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,team]'
+	$(BIN)/python -m pip install -q -e '.[dev,team,kubeflow]'
 	touch $@
 
 ## train on the default months (downloaded into $(TAXI_DATA_DIR) when missing; offline, one line says where to put them), register, promote, then serve
@@ -101,6 +101,17 @@ bench-serve: install
 ## cost of live monitoring: per call, and service throughput with and without
 bench-monitor: install
 	$(BIN)/python bench/monitor.py
+
+## the service's container image from the Dockerfile (docker, else podman); e.g. IMAGE_ARGS="--build-arg BASE=..."
+IMAGE ?= taxi-duration:latest
+CONTAINER ?= $(shell command -v docker || command -v podman)
+image:
+	@test -n "$(CONTAINER)" || { echo "error: make image needs docker or podman"; exit 1; }
+	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) -t $(IMAGE) $(IMAGE_ARGS) .
+
+## build the image offline and run it against a mounted model store (podman, mmdebstrap, runc; as root); the Debian base and wheels are cached
+test-image: install
+	TAXI_TEST_IMAGE=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_image.py
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns runs monitoring *.egg-info
