@@ -127,9 +127,9 @@ def make_pipeline(image: str=IMAGE  # where the components run: an image built f
         return o['version'], o['promoted'], o['reason']
 
     @dsl.pipeline(name=PIPELINE_NAME, description='load & prepare -> vectorise -> train -> evaluate & register (MLflow)')
-    def taxi_duration(train_data: str='green:2021-01', validation_data: str='green:2021-02', model: str='gbm',
-                      alpha: str='', tracking_uri: str='http://mlflow.mlflow.svc:5000', experiment: str=EXPERIMENT,
-                      model_name: str=MODEL_NAME) -> NamedTuple('Outcome', [('version', str), ('promoted', bool)]):
+    def taxi_duration(tracking_uri: str,  # the team's MLflow server: required, no default could be right
+                      train_data: str='green:2021-01', validation_data: str='green:2021-02', model: str='gbm',
+                      alpha: str='', experiment: str=EXPERIMENT, model_name: str=MODEL_NAME) -> NamedTuple('Outcome', [('version', str), ('promoted', bool)]):
         p = load_prepare(train_data=train_data, validation_data=validation_data, model=model, alpha=alpha,
                          tracking_uri=tracking_uri, experiment=experiment,
                          kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)

@@ -97,4 +97,4 @@ def test_champion_is_what_the_registry_rule_decides(local_runs, mlflow_runs):
     second = c.get_model_version(MODEL_NAME, '2')
     promote, _ = decide(float(second.tags['validation_rmse']), float(second.tags['champion_rmse']))
     assert local_runs['runs'][1]['outputs']['promoted'] is promote
-    assert c.get_model_version_by_alias(MODEL_NAME, 'champion').version == ('2' if promote else '1')
+    assert str(c.get_model_version_by_alias(MODEL_NAME, 'champion').version) == ('2' if promote else '1')
