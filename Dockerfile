@@ -21,7 +21,9 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
     python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir $PIP_OPTIONS "/src[kubeflow]"
 
 FROM ${BASE}
-RUN useradd --system --uid 10001 --create-home --home-dir /home/app --shell /usr/sbin/nologin app
+# a user that is not root, numeric so Kubernetes can check runAsNonRoot; no useradd: minimal bases lack it
+RUN echo 'app:x:10001:10001:taxi-duration:/home/app:/usr/sbin/nologin' >> /etc/passwd && \
+    echo 'app:x:10001:' >> /etc/group && mkdir -p /home/app && chown 10001:10001 /home/app
 COPY --from=build /opt/venv /opt/venv
 COPY app.py gunicorn.conf.py /app/
 COPY nbs/01_data.ipynb nbs/02_features.ipynb nbs/03_train.ipynb nbs/04_registry.ipynb /app/nbs/
@@ -29,7 +31,7 @@ COPY nbs/01_data.ipynb nbs/02_features.ipynb nbs/03_train.ipynb nbs/04_registry.
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=9696 \
     TAXI_DURATION_NBS=/app/nbs MONITORING_DIR=/home/app/monitoring MODEL_CACHE_DIR=/home/app/model-cache \
     TAXI_DATA_DIR=/home/app/data MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true WHYLOGS_NO_ANALYTICS=1
-USER app
+USER 10001
 WORKDIR /app
 EXPOSE 9696
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \

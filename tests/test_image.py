@@ -91,7 +91,8 @@ def image(podman, base_image):
 
 
 def test_image_runs_as_a_user_not_root(podman, image):
-    assert podman('image', 'inspect', '--format', '{{.Config.User}}', image).stdout.strip() == 'app'
+    assert podman('image', 'inspect', '--format', '{{.Config.User}}', image).stdout.strip() == '10001'
+    assert podman('run', '--rm', '--network', 'none', image, 'id', '-un').stdout.strip() == 'app'
 
 
 def test_image_holds_no_data_and_no_model(podman, image):
