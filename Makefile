@@ -19,7 +19,7 @@ MONITOR ?= green:2021-03
 FROM ?= 2021-03
 TO ?= 2021-03
 
-.PHONY: install install-all lab distclean run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean
+.PHONY: install install-all lab distclean run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean image test-image
 
 ## what the default path needs (make run): train, register, serve, monitor; pip shows its progress
 install: $(VENV)/.installed
@@ -133,6 +133,17 @@ lab: $(VENV)/.installed-lab
 
 ## remove what make run, make test and make lab wrote: the venv, the tracking store and its locks, runs, live profiles,
 ## the served models' cache. ./data stays: the downloaded months are the user's cache (slow to fetch, impossible offline).
+## the service's container image from the Dockerfile (docker, else podman); e.g. IMAGE_ARGS="--build-arg BASE=..."
+IMAGE ?= taxi-duration:latest
+CONTAINER ?= $(shell command -v docker || command -v podman)
+image:
+	@test -n "$(CONTAINER)" || { echo "error: make image needs docker or podman"; exit 1; }
+	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) -t $(IMAGE) $(IMAGE_ARGS) .
+
+## build the image offline and run it against a mounted model store (podman, mmdebstrap, runc; as root); the Debian base and wheels are cached
+test-image: install-all
+	TAXI_TEST_IMAGE=1 $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/test_image.py
+
 clean:
 	rm -rf $(VENV) mlflow.db .mlflow.db.*.lock mlruns runs monitoring model-cache *.egg-info .pytest_cache _proc
 

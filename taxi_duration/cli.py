@@ -157,6 +157,21 @@ def parser(argv=None) -> argparse.ArgumentParser:
         if name == chosen: add_args(sp); p.command_parser = sp
     return p
 
+# %% ../nbs/13_cli.ipynb #0c92fdd6
+def _kubeflow_args(p):
+    "`taxi-duration kubeflow compile`: its action and options."
+    act = p.add_subparsers(dest='kubeflow_command', required=True, metavar='ACTION')
+    c = act.add_parser('compile', help='write the compiled pipeline (KFP v2 YAML)')
+    c.add_argument('--output', '-o', default='pipeline.yaml', help='where the YAML goes (default %(default)s)')
+    c.add_argument('--image', default=None, help='image the steps run in, built from the Dockerfile (default taxi-duration:latest)')
+
+def _kubeflow(a) -> int:
+    from taxi_duration.kubeflow import IMAGE, compile_pipeline
+    print(compile_pipeline(a.output, a.image or IMAGE))
+    return 0
+
+COMMANDS['kubeflow'] = ('Kubeflow Pipelines: compile the pipeline to YAML for a cluster', _kubeflow_args, _kubeflow)
+
 # %% ../nbs/13_cli.ipynb #6ee47617
 def main(argv=None) -> int:
     "Entry point of `taxi-duration`; the exit code."
