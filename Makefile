@@ -19,7 +19,7 @@ MONITOR ?= green:2021-03
 FROM ?= 2021-03
 TO ?= 2021-03
 
-.PHONY: install run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean
+.PHONY: install run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync docs bench bench-serve bench-monitor clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,7 @@ $(VENV)/.installed: setup.py settings.ini
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.10-3.12 (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,team]'
+	$(BIN)/python -m pip install -q -e '.[dev,team,docs]'
 	touch $@
 
 ## train on the default months (downloaded into $(TAXI_DATA_DIR) when missing; offline, one line says where to put them), register, promote, then serve
@@ -89,6 +89,11 @@ endif
 
 pytest:
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
+
+## the notebooks as a website in _docs/ (open _docs/index.html): every notebook run, its outputs on its page
+docs: export OMP_NUM_THREADS = 1
+docs: install
+	$(BIN)/python -m taxi_duration.docs --nbs nbs --dest _docs
 
 ## wall time per pipeline step on the real 2021-01/02 months
 bench: install

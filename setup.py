@@ -11,6 +11,7 @@ requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 team_requirements = shlex.split(cfg.get('team_requirements', ''))
 spark_requirements = shlex.split(cfg.get('spark_requirements', ''))
+docs_requirements = shlex.split(cfg.get('docs_requirements', ''))
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -26,7 +27,7 @@ setuptools.setup(
     package_data={'taxi_duration': ['static/*', 'templates/*']},  # the web page, the monitoring report
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'team': team_requirements, 'spark': spark_requirements},
+    extras_require={'dev': dev_requirements, 'team': team_requirements, 'spark': spark_requirements, 'docs': docs_requirements},
     python_requires='>=' + cfg['min_python'] + ',<3.13',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
