@@ -8,6 +8,7 @@ A command in a ```sh block, or an inline `code` span that starts like a command,
   papermill ...      the notebook exists, its `parameters` cell defines each `-p` name, and a test runs papermill
   export VAR=...     the library reads VAR
   mlflow ui ...      MLflow's CLI accepts these options
+  python bench/X.py  the script records its runs, and bench/RESULTS.md holds its last one (benchmarks are not run here)
 Any other command fails the test until it gets a check here."""
 import json, re, shlex, subprocess, sys
 from pathlib import Path
@@ -48,7 +49,10 @@ def _make(words):
 
 def _cli(words):
     from taxi_duration.cli import parser
-    args = parser().parse_args(words[1:])  # exits 2 on an option the CLI does not have
+    try: args = parser().parse_args(words[1:])
+    except SystemExit as e:  # 2: an option the CLI does not have; 0: --help
+        assert e.code == 0, f'the CLI refuses `{" ".join(words)}`'
+        return
     assert f"'{args.command}'" in TESTS, f'no test runs `taxi-duration {args.command}`'
 
 
@@ -84,6 +88,14 @@ def _mlflow(words):
     for opt in (w.split('=')[0] for w in words[2:] if w.startswith('--')): assert opt in p.stdout
 
 
+def _bench(words):
+    script = ROOT / next(w for w in words if w.startswith('bench/'))
+    src = script.read_text(encoding='utf-8')
+    assert 'with recorded(' in src, f'{script.name} does not record its runs in bench/RESULTS.md'
+    compile(src, str(script), 'exec')
+    assert f'<!-- bench/{script.name} -->' in (ROOT / 'bench' / 'RESULTS.md').read_text(encoding='utf-8')
+
+
 def check(words, client=None):
     "Check one command by its kind; fail for a kind nothing checks."
     head = words[0].removeprefix('.venv/bin/')
@@ -93,6 +105,7 @@ def check(words, client=None):
     if head == 'papermill': return _papermill(words)
     if head == 'export': return _export(words)
     if head == 'mlflow': return _mlflow(words)
+    if head == 'python' and words[1:2] and words[1].startswith('bench/'): return _bench(words)
     pytest.fail(f'nothing checks the README command `{" ".join(words)}`: add a check to tests/test_readme.py')
 
 
@@ -139,7 +152,7 @@ def test_relative_links_resolve():
     r'\bbranch(es)?\b',                                 # branches
     r'\b[0-9a-f]{7,40}\b',                              # commit hashes
     r'\bissue #?\d+|#\d{1,4}\b',                        # issue numbers
-    r'\b\d{1,2}:\d\d\s*(UTC)?\b',                       # clock times
+    r'\b\d{1,2}:\d\d(\s*[–-]\s*\d{1,2}:\d\d)?\s*UTC\b',  # clock times of a measurement
     r'\b(before|after) (this|the) (change|merge)\b',    # before/after narration
 ])
 def test_no_development_history(pattern):
