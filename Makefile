@@ -19,7 +19,7 @@ MONITOR ?= green:2021-03
 FROM ?= 2021-03
 TO ?= 2021-03
 
-.PHONY: install install-all lab distclean run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync bench bench-serve bench-monitor clean image test-image
+.PHONY: install install-all lab distclean run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync docs bench bench-serve bench-monitor clean image test-image
 
 ## what the default path needs (make run): train, register, serve, monitor; pip shows its progress
 install: $(VENV)/.installed
@@ -111,6 +111,11 @@ endif
 # -rs: the summary lists every skipped test with its reason (e.g. where the real months were looked for).
 pytest:
 	$(WITHOUT_USER_SETTINGS) $(BIN)/python -m pytest -q -rs -n 3 --dist loadfile $(TESTS); rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
+
+## the notebooks as a website in _docs/ (open _docs/index.html): every notebook run, its outputs on its page
+docs: export OMP_NUM_THREADS = 1
+docs: $(VENV)/.installed-docs
+	$(BIN)/python -m taxi_duration.docs --nbs nbs --dest _docs
 
 ## wall time per pipeline step on the real 2021-01/02 months
 bench: install

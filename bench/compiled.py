@@ -8,6 +8,7 @@ distance, and times one ride and a 10,000-ride batch, one thread, both runtimes 
 the load average is printed). The MLflow model stays the one source of truth: the treelite model is derived
 from it at load time, never logged separately. Data: $TAXI_DATA_DIR, else ../shared/data.
 """
+from results import recorded  # bench/results.py
 import os, time
 from pathlib import Path
 
@@ -32,20 +33,21 @@ def per_call_ms(fn, n: int) -> float:
 
 
 if __name__ == '__main__':
-    threadpool_limits(1)  # as in the service's workers
-    tr, va = (load(f'green:2021-{m}', progress=False)[0] for m in ('01', '02'))
-    feats = featurize(tr, va)
-    pipe, _, _ = fit_candidate(feats, 'gbm')
-    hgb = pipe[-1].estimator_
-    compiled = treelite.sklearn.import_model(hgb)
-    X = np.vstack([feats['X_validation'], mask_distance(feats['X_validation'])])
-    diff = np.abs(hgb.predict(X) - treelite.gtil.predict(compiled, X).ravel()).max()
-    print(f'{len(X):,} rides (2021-02, with and without distance): max |hgb - treelite| = {diff:.2e} min')
-    print(f'load average before timing {os.getloadavg()}')
-    one, batch = X[:1], X[:10_000]
-    rows = [('HistGradientBoosting predict', lambda: hgb.predict(one), lambda: hgb.predict(batch)),
-            ('treelite GTIL predict', lambda: treelite.gtil.predict(compiled, one),
-             lambda: treelite.gtil.predict(compiled, batch))]
-    print('| runtime | one ride, ms | 10,000 rides, ms |\n|---|---|---|')
-    for name, a, b in rows: print(f'| {name} | {per_call_ms(a, 300):.3f} | {per_call_ms(b, 2):.1f} |')
-    print(f'load average after timing {os.getloadavg()}')
+    with recorded():  # the output also goes to bench/RESULTS.md
+        threadpool_limits(1)  # as in the service's workers
+        tr, va = (load(f'green:2021-{m}', progress=False)[0] for m in ('01', '02'))
+        feats = featurize(tr, va)
+        pipe, _, _ = fit_candidate(feats, 'gbm')
+        hgb = pipe[-1].estimator_
+        compiled = treelite.sklearn.import_model(hgb)
+        X = np.vstack([feats['X_validation'], mask_distance(feats['X_validation'])])
+        diff = np.abs(hgb.predict(X) - treelite.gtil.predict(compiled, X).ravel()).max()
+        print(f'{len(X):,} rides (2021-02, with and without distance): max |hgb - treelite| = {diff:.2e} min')
+        print(f'load average before timing {os.getloadavg()}')
+        one, batch = X[:1], X[:10_000]
+        rows = [('HistGradientBoosting predict', lambda: hgb.predict(one), lambda: hgb.predict(batch)),
+                ('treelite GTIL predict', lambda: treelite.gtil.predict(compiled, one),
+                 lambda: treelite.gtil.predict(compiled, batch))]
+        print('| runtime | one ride, ms | 10,000 rides, ms |\n|---|---|---|')
+        for name, a, b in rows: print(f'| {name} | {per_call_ms(a, 300):.3f} | {per_call_ms(b, 2):.1f} |')
+        print(f'load average after timing {os.getloadavg()}')

@@ -7,6 +7,7 @@ Uses the same library calls as the pipeline's steps (features.featurize -> train
 one predict function (train.predict), in process and without MLflow, so the figures are the model's alone.
 Data: $TAXI_DATA_DIR, else ../shared/data.
 """
+from results import recorded  # bench/results.py
 import os, sys, time
 from pathlib import Path
 
@@ -32,34 +33,35 @@ def coverage_table(y, p) -> pd.DataFrame:
 
 
 if __name__ == '__main__':
-    print(f'load average {os.getloadavg()}')
-    months = {m: load(f'green:2021-{m}', progress=False)[0] for m in ('01', '02', '03')}
-    names = sys.argv[1:] or list(MODELS)
-    print('| model | alpha | features | train RMSE | 2021-02 RMSE | 2021-02 RMSE no distance | 2021-02 MAE '
-          '| 2021-02 R² '
-          '| 2021-03 RMSE | 2021-03 RMSE no distance | 2021-03 coverage % | 2021-03 width min | fit s |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
-    tables = {}
-    for name in names:
-        kind = MODELS[name]
-        feats = featurize(months['01'], months['02'], kind)
-        t0 = time.perf_counter()
-        pipe, m, _ = fit_candidate(feats, name)
-        fit = time.perf_counter() - t0
-        mar = months['03']
-        both = pd.concat([mar[RIDE_COLUMNS], mar[RIDE_COLUMNS].assign(trip_distance=np.nan)]) if kind == 'zones_time' \
-            else mar[RIDE_COLUMNS]
-        y = np.r_[mar.duration, mar.duration] if kind == 'zones_time' else mar.duration.to_numpy()
-        p = predict(pipe, both)
-        n = len(mar)
-        nod = metrics(mar.duration, p.minutes[n:])['rmse'] if kind == 'zones_time' else float('nan')
-        cov = interval_metrics(y, p.p10, p.p90)
-        print(f"| {name} | {DEFAULT_ALPHA[name]} | {kind} | {m['train_rmse']:.4f} | {m['rmse']:.4f} | "
-              f"{m.get('rmse_no_distance', float('nan')):.4f} | {m['mae']:.4f} | {m['r2']:.4f} | "
-              f"{metrics(mar.duration, p.minutes[:n])['rmse']:.4f} | {nod:.4f} | {100 * cov['coverage_80']:.1f} | "
-              f"{cov['width_80']:.2f} | {fit:.1f} |", flush=True)
-        tables[name] = coverage_table(y, p)
-    for name, t in tables.items():
-        print(f'\n80 % interval on 2021-03, {name} (calibrated on half of 2021-02):\n')
-        print('| rides | n | coverage % | mean width min |\n|---|---|---|---|')
-        for k, r in t.iterrows(): print(f"| {k} | {int(r.rides):,} | {r.coverage:.1f} | {r.width:.2f} |")
+    with recorded():  # the output also goes to bench/RESULTS.md
+        print(f'load average {os.getloadavg()}')
+        months = {m: load(f'green:2021-{m}', progress=False)[0] for m in ('01', '02', '03')}
+        names = sys.argv[1:] or list(MODELS)
+        print('| model | alpha | features | train RMSE | 2021-02 RMSE | 2021-02 RMSE no distance | 2021-02 MAE '
+              '| 2021-02 R² '
+              '| 2021-03 RMSE | 2021-03 RMSE no distance | 2021-03 coverage % | 2021-03 width min | fit s |')
+        print('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+        tables = {}
+        for name in names:
+            kind = MODELS[name]
+            feats = featurize(months['01'], months['02'], kind)
+            t0 = time.perf_counter()
+            pipe, m, _ = fit_candidate(feats, name)
+            fit = time.perf_counter() - t0
+            mar = months['03']
+            both = pd.concat([mar[RIDE_COLUMNS], mar[RIDE_COLUMNS].assign(trip_distance=np.nan)]) if kind == 'zones_time' \
+                else mar[RIDE_COLUMNS]
+            y = np.r_[mar.duration, mar.duration] if kind == 'zones_time' else mar.duration.to_numpy()
+            p = predict(pipe, both)
+            n = len(mar)
+            nod = metrics(mar.duration, p.minutes[n:])['rmse'] if kind == 'zones_time' else float('nan')
+            cov = interval_metrics(y, p.p10, p.p90)
+            print(f"| {name} | {DEFAULT_ALPHA[name]} | {kind} | {m['train_rmse']:.4f} | {m['rmse']:.4f} | "
+                  f"{m.get('rmse_no_distance', float('nan')):.4f} | {m['mae']:.4f} | {m['r2']:.4f} | "
+                  f"{metrics(mar.duration, p.minutes[:n])['rmse']:.4f} | {nod:.4f} | {100 * cov['coverage_80']:.1f} | "
+                  f"{cov['width_80']:.2f} | {fit:.1f} |", flush=True)
+            tables[name] = coverage_table(y, p)
+        for name, t in tables.items():
+            print(f'\n80 % interval on 2021-03, {name} (calibrated on half of 2021-02):\n')
+            print('| rides | n | coverage % | mean width min |\n|---|---|---|---|')
+            for k, r in t.iterrows(): print(f"| {k} | {int(r.rides):,} | {r.coverage:.1f} | {r.width:.2f} |")

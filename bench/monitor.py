@@ -15,6 +15,7 @@ The champion comes from $MLFLOW_TRACKING_URI when that store has one; otherwise 
 trains one on green:2021-01/02 into a temp store first (~1 min; data from $TAXI_DATA_DIR, else
 ../shared/data).
 """
+from results import recorded  # bench/results.py
 import argparse, json, os, re, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 
@@ -178,4 +179,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with recorded():  # the output also goes to bench/RESULTS.md
+        main()

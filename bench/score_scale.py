@@ -15,6 +15,7 @@ first (imports of mlflow and scikit-learn, the local copy of the model), and for
 the dataset's rename) is in rides/s. The CPU seconds of the scoring time are split by process (from /proc: the
 driver's Python, Spark's Python workers, the JVM and its JIT compiler threads) to show where the cores went.
 """
+from results import recorded  # bench/results.py
 import argparse, ast, json, os, resource, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
@@ -182,4 +183,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with recorded(skip='--one' in sys.argv):  # the output also goes to bench/RESULTS.md
+        main()

@@ -28,6 +28,7 @@ The champion comes from $MLFLOW_TRACKING_URI when that store has one; otherwise 
 trains one on green:2021-01/02 into a temp store first (~1 min). Data: $TAXI_DATA_DIR, else
 ../shared/data beside the checkout.
 """
+from results import recorded  # bench/results.py
 import argparse, collections, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
@@ -321,4 +322,5 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    with recorded():  # the output also goes to bench/RESULTS.md
+        main()

@@ -1,0 +1,159 @@
+"""The README's promises: every command it shows is exercised here or by a named test, its links resolve, its example
+answer is what the service answers, and it says what is true now (no development history).
+
+A command in a ```sh block, or an inline `code` span that starts like a command, is checked by its kind:
+  make TARGET        the target exists and its recipe expands (`make -n`); the targets' work is tested elsewhere
+  taxi-duration ...  the real CLI parser accepts exactly these options, and a test runs that subcommand
+  curl .../predict   the same body, sent to the app, gets a 200 with the fields the README shows
+  papermill ...      the notebook exists, its `parameters` cell defines each `-p` name, and a test runs papermill
+  export VAR=...     the library reads VAR
+  mlflow ui ...      MLflow's CLI accepts these options
+  python bench/X.py  the script records its runs, and bench/RESULTS.md holds its last one (benchmarks are not run here)
+Any other command fails the test until it gets a check here."""
+import json, re, shlex, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / 'README.md'
+TEXT = README.read_text(encoding='utf-8')
+TESTS = '\n'.join(p.read_text(encoding='utf-8') for p in (ROOT / 'tests').glob('test_*.py') if p.name != 'test_readme.py')
+STARTS = ('make', 'taxi-duration', 'curl', 'papermill', 'export', 'python', '.venv/bin/', 'gunicorn', 'pip', 'mlflow')
+
+
+def _blocks(lang='sh'):
+    return re.findall(rf'^```{lang}\n(.*?)^```', TEXT, re.S | re.M)
+
+
+def commands() -> list:
+    "Every command the README shows: the lines of its sh blocks (continuations joined) and command-like inline code."
+    found = []
+    for block in _blocks():
+        for line in block.replace('\\\n', ' ').splitlines():
+            words = shlex.split(line, comments=True)
+            if words: found.append(words)
+    prose = re.sub(r'^```.*?^```', '', TEXT, flags=re.S | re.M)
+    for span in re.findall(r'`([^`\n]+)`', prose):
+        if span.split()[0].startswith(STARTS) and ' ' in span: found.append(shlex.split(span))
+    return found
+
+
+def _id(words): return ' '.join(words)[:60]
+
+
+def _make(words):
+    p = subprocess.run(['make', '-n', '-o', '.venv/.installed', *words[1:]], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def _cli(words):
+    from taxi_duration.cli import parser
+    try: args = parser().parse_args(words[1:])
+    except SystemExit as e:  # 2: an option the CLI does not have; 0: --help
+        assert e.code == 0, f'the CLI refuses `{" ".join(words)}`'
+        return
+    assert f"'{args.command}'" in TESTS, f'no test runs `taxi-duration {args.command}`'
+
+
+def _curl(words, client):
+    body = words[words.index('-d') + 1]
+    url = next(w for w in words if '/predict' in w)
+    r = client.post('/' + url.split('/', 1)[1], data=body, headers={'Content-Type': 'application/json'})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    shown = json.loads(re.search(r'^```json\n(.*?)^```', TEXT, re.S | re.M).group(1))
+    assert sorted(r.get_json()) == sorted(shown)
+
+
+def _papermill(words):
+    nb = ROOT / next(w for w in words if w.endswith('.ipynb'))
+    cells = json.loads(nb.read_text(encoding='utf-8'))['cells']
+    params = ''.join(''.join(c['source']) for c in cells if 'parameters' in c.get('metadata', {}).get('tags', []))
+    names = [words[i + 1] for i, w in enumerate(words) if w == '-p']
+    for n in names: assert re.search(rf'^{n}\s*=', params, re.M), f'{nb.name} has no parameter {n}'
+    assert 'papermill' in TESTS
+
+
+def _export(words):
+    var = words[1].split('=')[0]
+    lib = '\n'.join(p.read_text(encoding='utf-8') for p in (ROOT / 'taxi_duration').glob('*.py'))
+    assert var in lib, f'the library never reads {var}'
+
+
+def _mlflow(words):
+    sub = words[1]
+    p = subprocess.run([str(Path(sys.executable).parent / 'mlflow'), sub, '--help'], capture_output=True, text=True,
+                       env={'MLFLOW_DISABLE_TELEMETRY': 'true', 'PATH': '/usr/bin:/bin'})
+    assert p.returncode == 0, p.stderr
+    for opt in (w.split('=')[0] for w in words[2:] if w.startswith('--')): assert opt in p.stdout
+
+
+def _bench(words):
+    script = ROOT / next(w for w in words if w.startswith('bench/'))
+    src = script.read_text(encoding='utf-8')
+    assert 'with recorded(' in src, f'{script.name} does not record its runs in bench/RESULTS.md'
+    compile(src, str(script), 'exec')
+    assert f'<!-- bench/{script.name} -->' in (ROOT / 'bench' / 'RESULTS.md').read_text(encoding='utf-8')
+
+
+def check(words, client=None):
+    "Check one command by its kind; fail for a kind nothing checks."
+    head = words[0].removeprefix('.venv/bin/')
+    if head == 'make': return _make(words)
+    if head == 'taxi-duration': return _cli(words)
+    if head == 'curl': return _curl(words, client)
+    if head == 'papermill': return _papermill(words)
+    if head == 'export': return _export(words)
+    if head == 'mlflow': return _mlflow(words)
+    if head == 'python' and words[1:2] and words[1].startswith('bench/'): return _bench(words)
+    pytest.fail(f'nothing checks the README command `{" ".join(words)}`: add a check to tests/test_readme.py')
+
+
+@pytest.mark.parametrize('words', [w for w in commands() if w[0] != 'curl'], ids=_id)
+def test_command(words):
+    check(words)
+
+
+@pytest.mark.parametrize('words', [w for w in commands() if w[0] == 'curl'], ids=_id)
+def test_curl_example_answers(words, champion_app):
+    check(words, champion_app.test_client())
+
+
+def test_the_two_commands_are_there():
+    cmds = [' '.join(w) for w in commands()]
+    assert 'make run' in cmds
+    assert 'make test' in cmds
+
+
+def test_first_screen_shows_the_map_and_the_two_commands():
+    first = TEXT.split('\n## ')[0]
+    assert re.search(r'!\[[^\]]+\]\(nbs/images/map\.png\)', first)
+    assert 'make run' in first
+    assert 'make test' in first
+
+
+def test_screenshot_is_small():
+    img = ROOT / 'nbs' / 'images' / 'map.png'
+    assert img.stat().st_size < 300_000
+
+
+def test_length_is_for_a_five_minute_read():
+    assert 120 <= len(TEXT.splitlines()) <= 230
+
+
+def test_relative_links_resolve():
+    links = re.findall(r'\]\(([^)#\s]+)(?:#[^)]*)?\)', TEXT)
+    broken = [l for l in links if not re.match(r'^[a-z]+://', l) and not (ROOT / l).exists()]
+    assert broken == []
+
+
+@pytest.mark.parametrize('pattern', [
+    r'\bround \d+|\bthis round\b|\bprevious round\b',  # development rounds
+    r'\bbranch(es)?\b',                                 # branches
+    r'\b[0-9a-f]{7,40}\b',                              # commit hashes
+    r'\bissue #?\d+|#\d{1,4}\b',                        # issue numbers
+    r'\b\d{1,2}:\d\d(\s*[–-]\s*\d{1,2}:\d\d)?\s*UTC\b',  # clock times of a measurement
+    r'\b(before|after) (this|the) (change|merge)\b',    # before/after narration
+])
+def test_no_development_history(pattern):
+    assert not re.search(pattern, TEXT, re.I), re.search(pattern, TEXT, re.I).group(0)
