@@ -9,6 +9,8 @@ A command in a ```sh block, or an inline `code` span that starts like a command,
   export VAR=...     the library reads VAR
   mlflow ui ...      MLflow's CLI accepts these options
   python bench/X.py  the script records its runs, and bench/RESULTS.md holds its last one (benchmarks are not run here)
+  docker build|run   the Dockerfile builds what it is run with, and make test-image builds and runs that image
+  gunicorn app:app   gunicorn.conf.py is beside app.py, and a test serves with exactly that command
 Any other command fails the test until it gets a check here."""
 import json, re, shlex, subprocess, sys
 from pathlib import Path
@@ -49,7 +51,7 @@ def _make(words):
 
 def _cli(words):
     from taxi_duration.cli import parser
-    try: args = parser().parse_args(words[1:])
+    try: args = parser(words[1:]).parse_args(words[1:])
     except SystemExit as e:  # 2: an option the CLI does not have; 0: --help
         assert e.code == 0, f'the CLI refuses `{" ".join(words)}`'
         return
@@ -96,6 +98,26 @@ def _bench(words):
     assert f'<!-- bench/{script.name} -->' in (ROOT / 'bench' / 'RESULTS.md').read_text(encoding='utf-8')
 
 
+def _docker(words):
+    assert words[1] in ('build', 'run'), f'docker {words[1]} is not what the README should show'
+    assert (ROOT / 'Dockerfile').exists()
+    image = (ROOT / 'tests' / 'test_image.py').read_text(encoding='utf-8')
+    assert "'build'" in image, 'no test builds the Dockerfile'
+    assert "'run'" in image, 'no test runs the image'
+    env = [words[i + 1].split('=')[0] for i, w in enumerate(words) if w == '-e']
+    for var in env: assert var in (ROOT / 'Dockerfile').read_text(encoding='utf-8') + _library(), var
+
+
+def _gunicorn(words):
+    assert words[1:] == ['app:app'], 'the README shows gunicorn with its settings in gunicorn.conf.py, no options'
+    assert (ROOT / 'gunicorn.conf.py').exists()
+    assert "'gunicorn'), 'app:app'" in TESTS, 'no test runs gunicorn app:app'
+
+
+def _library() -> str:
+    return '\n'.join(p.read_text(encoding='utf-8') for p in (ROOT / 'taxi_duration').glob('*.py'))
+
+
 def check(words, client=None):
     "Check one command by its kind; fail for a kind nothing checks."
     head = words[0].removeprefix('.venv/bin/')
@@ -105,6 +127,8 @@ def check(words, client=None):
     if head == 'papermill': return _papermill(words)
     if head == 'export': return _export(words)
     if head == 'mlflow': return _mlflow(words)
+    if head == 'docker': return _docker(words)
+    if head == 'gunicorn': return _gunicorn(words)
     if head == 'python' and words[1:2] and words[1].startswith('bench/'): return _bench(words)
     pytest.fail(f'nothing checks the README command `{" ".join(words)}`: add a check to tests/test_readme.py')
 
