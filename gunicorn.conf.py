@@ -12,7 +12,7 @@ workers = 2                  # processes, each loading the model once
 worker_class = 'taxi_duration.serve.GracefulThreadWorker'  # gthread: idle connections wait in a poller, not in a worker
 threads = 64                 # requests each worker serves at once
 timeout = 30                 # a worker silent this many seconds is replaced
-graceful_timeout = 10        # on SIGTERM, requests under way get this long to finish
+graceful_timeout = 25        # on SIGTERM, requests under way and the last profile writes get this long (Kubernetes waits 30 s)
 keepalive = 5                # an idle keep-alive connection is kept this many seconds
 control_socket_disable = True  # gunicorn 26 would open one control socket per user, shared by every gunicorn of theirs
 

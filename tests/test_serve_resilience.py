@@ -87,7 +87,8 @@ def test_idle_connections_do_not_stall_the_service(server):
 def test_health_shows_how_live_monitoring_is_doing(server):
     requests.post(server['url'] + '/predict', json=RIDE, timeout=5)
     m = requests.get(server['url'] + '/health', timeout=5).json()['monitoring']
-    assert set(m) == {'recorded', 'dropped', 'refused', 'files_written', 'errors'}
+    assert set(m) == {'status', 'recorded', 'dropped', 'refused', 'unwritten', 'files_written', 'errors'}
+    assert m['status'] == 'ok'
     assert m['errors'] == 0
 
 
@@ -167,7 +168,7 @@ def test_after_sigterm_every_profile_written_is_whole(server):
     "Workers killed with SIGKILL and their replacements: what any of them wrote is readable after a SIGTERM."
     from taxi_duration.profiles import read_view
     server['proc'].send_signal(signal.SIGTERM)
-    assert server['proc'].wait(timeout=30) == 0
+    assert server['proc'].wait(timeout=60) == 0  # within gunicorn.conf.py's graceful_timeout
     files = list((server['tmp'] / 'monitoring').rglob('*.bin'))
     assert files
     assert all(read_view(f) for f in files)
