@@ -3,25 +3,12 @@ pick zones by borough and name, type a distance and a time, see the minutes with
 
 Skips when chromium is missing on a developer machine; under CI (CI set) that is a failure,
 since .ci/run installs it."""
-import os
-import shutil
-import tempfile
 import threading
 
 import pytest
 
-from taxi_duration import serve
+from browsers import chromium
 from taxi_duration.rides import check_pickup, now_nyc
-
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
-DRIVER = shutil.which('chromedriver')
-
-
-def _need_chromium():
-    if CHROMIUM and DRIVER: return
-    msg = 'needs Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)'
-    if os.environ.get('CI'): pytest.fail(f'CI is set and the browser is missing: {msg}')
-    pytest.skip(msg)
 
 
 @pytest.fixture(scope='module')
@@ -36,22 +23,7 @@ def server(champion_app):
 
 @pytest.fixture(scope='module')
 def browser():
-    _need_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault('SE_OFFLINE', 'true')  # never let Selenium Manager look for downloads
-    profile = tempfile.mkdtemp(prefix='chromium-profile-')
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-              '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-default-apps',
-              '--disable-extensions', f'--user-data-dir={profile}', '--window-size=1000,900'):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=DRIVER))
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium(1000, 900) as driver: yield driver
 
 
 def _wait(driver, cond, timeout=20):

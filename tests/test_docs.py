@@ -6,13 +6,14 @@ headless chromium too.
 The site is built once for the module. To keep the suite's time small it runs only the notebooks in `EXECUTED`
 (cheap ones whose pages carry a figure and a table); every other page is rendered from the notebook and the exported
 module without running it. `make docs` runs them all: that is the same code path, notebook by notebook."""
-import html.parser, os, re, shutil, subprocess, sys, tempfile, threading
+import html.parser, os, re, subprocess, sys, threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from browsers import chromium
 from taxi_duration.docs import notebooks, page_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,8 +207,6 @@ def test_pages_carry_no_history(site):
 
 # ---- in a real browser ----
 
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
-DRIVER = shutil.which('chromedriver')
 
 
 @pytest.fixture(scope='module')
@@ -226,25 +225,7 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope='module')
 def browser():
-    if not (CHROMIUM and DRIVER):
-        msg = 'needs Debian packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)'
-        if os.environ.get('CI'): pytest.fail(f'CI is set and the browser is missing: {msg}')
-        pytest.skip(msg)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault('SE_OFFLINE', 'true')
-    profile = tempfile.mkdtemp(prefix='chromium-profile-')
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-              '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-default-apps',
-              '--disable-extensions', f'--user-data-dir={profile}', '--window-size=1200,900'):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=DRIVER))
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium(1200, 900) as driver: yield driver
 
 
 def _resources(d) -> list:
