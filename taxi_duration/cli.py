@@ -51,45 +51,45 @@ def _monitor_args(p):
     add_monitor_args(p)
 
 # %% ../nbs/13_cli.ipynb #a3907cd3
-def _pipeline(a) -> int:
+def _pipeline(args) -> int:
     from taxi_duration.pipeline import run_pipeline, trained_champion
-    if a.skip_if_trained:
-        v = trained_champion(a.train_data, a.validation_data, a.model, a.alpha, a.model_name)
+    if args.skip_if_trained:
+        v = trained_champion(args.train_data, args.validation_data, args.model, args.alpha, args.model_name)
         if v is not None:
-            print(f"champion: {a.model_name} version {v.version} was trained on {a.train_data} / {a.validation_data} "
-                  f"with {a.model}: not training again (run the pipeline without --skip_if_trained to do so)")
+            print(f"champion: {args.model_name} version {v.version} was trained on {args.train_data} / {args.validation_data} "
+                  f"with {args.model}: not training again (run the pipeline without --skip_if_trained to do so)")
             return 0
-    r = run_pipeline(a.train_data, a.validation_data, a.model, a.alpha, a.experiment, a.model_name,
-                     a.work_dir, log=lambda s: print(s, file=sys.stderr))
+    r = run_pipeline(args.train_data, args.validation_data, args.model, args.alpha, args.experiment, args.model_name,
+                     args.work_dir, log=lambda s: print(s, file=sys.stderr))
     steps = ', '.join(f'{k} {v:.1f}s' for k, v in r.seconds.items())
     champ = '' if r.champion_rmse is None else f" (champion v{r.champion_version}: {r.champion_rmse:.4f}, {r.champion_rmse_how})"
     print(f"run:        {r.pipeline_run_id} (experiment {r.experiment}; candidate run {r.run_id})\n"
           f"data:       train {r.train_data}, validation {r.validation_data}\n"
           f"model:      {r.model} alpha={r.alpha}\n"
           f"validation: rmse {r.rmse:.4f}  mae {r.mae:.4f}  r2 {r.r2:.4f}\n"
-          f"registered: {a.model_name} version {r.version} as challenger{champ}\n"
+          f"registered: {args.model_name} version {r.version} as challenger{champ}\n"
           f"decision:   {'PROMOTED to champion' if r.promoted else 'champion unchanged'}: {r.reason}\n"
           f"steps:      {steps}")
     return 0
 
-def _score(a) -> int:
-    if a.engine == 'spark':
+def _score(args) -> int:
+    if args.engine == 'spark':
         from taxi_duration.spark import run_score_spark
-        return run_score_spark(a)
+        return run_score_spark(args)
     from taxi_duration.score import run_score
-    return run_score(a)
+    return run_score(args)
 
-def _monitor(a) -> int:
+def _monitor(args) -> int:
     from taxi_duration.monitor import run_monitor
-    return run_monitor(a)
+    return run_monitor(args)
 
-def _flow(a) -> int:
+def _flow(args) -> int:
     from taxi_duration.flow import run_flow
-    return run_flow(a)
+    return run_flow(args)
 
-def _backfill(a) -> int:
+def _backfill(args) -> int:
     from taxi_duration.flow import run_backfill
-    return run_backfill(a)
+    return run_backfill(args)
 
 # %% ../nbs/13_cli.ipynb #1d2efcf6
 def serve_address(host: str|None=None, port=None) -> str:
@@ -110,8 +110,8 @@ def serve_command(host: str|None=None, port=None) -> list:
     return [sys.executable, '-m', 'gunicorn', '-c', str(conf), '--chdir', str(root), '-b', address,
             'app:app']
 
-def _serve(a) -> int:
-    cmd = serve_command(a.host, a.port)
+def _serve(args) -> int:
+    cmd = serve_command(args.host, args.port)
     sys.stdout.flush(); sys.stderr.flush()
     os.execv(cmd[0], cmd)
 
@@ -165,9 +165,9 @@ def _kubeflow_args(p):
     c.add_argument('--output', '-o', default='pipeline.yaml', help='where the YAML goes (default %(default)s)')
     c.add_argument('--image', default=None, help='image the steps run in, built from the Dockerfile (default taxi-duration:latest)')
 
-def _kubeflow(a) -> int:
+def _kubeflow(args) -> int:
     from taxi_duration.kubeflow import IMAGE, compile_pipeline
-    print(compile_pipeline(a.output, a.image or IMAGE))
+    print(compile_pipeline(args.output, args.image or IMAGE))
     return 0
 
 COMMANDS['kubeflow'] = ('Kubeflow Pipelines: compile the pipeline to YAML for a cluster', _kubeflow_args, _kubeflow)

@@ -209,22 +209,22 @@ def _print_outcome(r: dict):
           f"({'promoted' if r['promoted'] else 'not promoted'}, rmse {r['rmse']:.4f}){mon}; "
           f"train {r['train_data']}, validation {r['validation_data']}")
 
-def run_flow(a) -> int:
+def run_flow(args) -> int:
     "`taxi-duration flow`: run the flow once (or serve the monthly deployment); the exit code."
-    if a.serve:
+    if args.serve:
         prefect_env()
         from prefect import serve
-        serve(taxi_flow().to_deployment(name='monthly', cron=a.cron, parameters=dict(model=a.model, service=a.service)))
+        serve(taxi_flow().to_deployment(name='monthly', cron=args.cron, parameters=dict(model=args.model, service=args.service)))
         return 0
-    if (a.train_data is None) != (a.validation_data is None):
+    if (args.train_data is None) != (args.validation_data is None):
         raise TaxiDurationError('give both --train_data and --validation_data, or --month')
-    if a.train_data is None and a.month is None: raise TaxiDurationError('give --train_data and --validation_data, or --month')
-    if a.month: months_for(a.month, a.service)  # a bad month fails before Prefect starts
-    r = taxi_flow()(a.train_data, a.validation_data, a.monitor_data, a.month, a.model, a.service, a.experiment, a.model_name)
+    if args.train_data is None and args.month is None: raise TaxiDurationError('give --train_data and --validation_data, or --month')
+    if args.month: months_for(args.month, args.service)  # a bad month fails before Prefect starts
+    r = taxi_flow()(args.train_data, args.validation_data, args.monitor_data, args.month, args.model, args.service, args.experiment, args.model_name)
     _print_outcome(r)
     return 0
 
-def run_backfill(a) -> int:
+def run_backfill(args) -> int:
     "`taxi-duration backfill --from --to`; the exit code."
-    for r in backfill(a.first, a.last, a.model, a.service, a.monitor, a.experiment, a.model_name): _print_outcome(r)
+    for r in backfill(args.first, args.last, args.model, args.service, args.monitor, args.experiment, args.model_name): _print_outcome(r)
     return 0

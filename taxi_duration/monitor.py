@@ -200,32 +200,32 @@ def print_result(result: Verdict, html_path, json_path, out=print):
     out(f"report:  {html_path}\nsummary: {json_path}")
 
 # %% ../nbs/12_monitor.ipynb #5dba8ec5
-def run_monitor(a,          # parsed arguments (add_monitor_args)
+def run_monitor(args,          # parsed arguments (add_monitor_args)
                 out=print   # where the summary lines go
                ) -> int:
     "Run `taxi-duration monitor` with parsed arguments `a`; the exit code (0 healthy, 3 alert)."
-    if a.retrain and not a.data:
+    if args.retrain and not args.data:
         raise TaxiDurationError('--retrain needs --data: live profiles carry no actual durations')
-    t = thresholds(a.threshold, a.thresholds)
-    ref = load_reference(a.model_name, version=a.version)
-    if a.data:
+    t = thresholds(args.threshold, args.thresholds)
+    ref = load_reference(args.model_name, version=args.version)
+    if args.data:
         from taxi_duration.data import read_trips, resolve
-        raw = read_trips(resolve(a.data))
-        result = monitor_data(raw, ref, t, label=str(a.data))
-    else: result = monitor_profiles(a.profiles, ref, t, a.window_hours)
+        raw = read_trips(resolve(args.data))
+        result = monitor_data(raw, ref, t, label=str(args.data))
+    else: result = monitor_profiles(args.profiles, ref, t, args.window_hours)
     stamp = dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
-    html_path = Path(a.report or monitoring_dir()/'reports'/f'monitor-{stamp}.html')
+    html_path = Path(args.report or monitoring_dir()/'reports'/f'monitor-{stamp}.html')
     if result.healthy:
         write_outputs(result, html_path)
         print_result(result, html_path, html_path.with_suffix('.json'), out)
         out('verdict: HEALTHY'); return EXIT_HEALTHY
     print_result(result, html_path, html_path.with_suffix('.json'), out)
-    raise_alert(result, a.alerts_log, a.webhook_url, str(html_path), echo=out)  # first: every channel that works
+    raise_alert(result, args.alerts_log, args.webhook_url, str(html_path), echo=out)  # first: every channel that works
     try: write_outputs(result, html_path)
     except Exception as e:
         out(f"warning: report not written ({type(e).__name__}: {e}); the alert was raised all the same")
     out(f"verdict: ALERT ({len(result.alerts)} finding(s) fired)")
-    if a.retrain:
+    if args.retrain:
         broken = sorted({f'{c.kind} {c.column}' for c in result.alerts if c.kind in ('drift', 'missing')})
         if not any(c.kind == 'performance' for c in result.alerts):
             out('retrain: no performance finding fired; not retraining '
@@ -234,8 +234,8 @@ def run_monitor(a,          # parsed arguments (add_monitor_args)
             out(f"retrain: refused: the inputs look broken ({', '.join(broken)}); a model trained on them would learn "
                 'the breakage. Fix the feed, then retrain')
         else:
-            r = retrain(raw, a.retrain_validation, a.model_name, log=lambda s: print(s, file=sys.stderr))
-            out(f"retrain: challenger {a.model_name} version {r.version}: rmse {r.rmse:.4f} on "
+            r = retrain(raw, args.retrain_validation, args.model_name, log=lambda s: print(s, file=sys.stderr))
+            out(f"retrain: challenger {args.model_name} version {r.version}: rmse {r.rmse:.4f} on "
                 f"{r.validation_data}; {'PROMOTED to champion' if r.promoted else 'champion unchanged'}: "
                 f"{r.reason}")
     return EXIT_ALERT

@@ -177,10 +177,10 @@ def add_spark_args(p):
     p.add_argument('--master', default='local[2]', help='Spark master URL with --engine spark (default %(default)s)')
     return p
 
-def run_score_spark(a) -> int:
+def run_score_spark(args) -> int:
     "Run `taxi-duration score --engine spark` with parsed arguments `a`; the exit code."
-    data = a.data if isinstance(a.data, list) else [a.data]
-    r = score_spark(data, a.output, a.model_uri, a.master)
+    data = args.data if isinstance(args.data, list) else [args.data]
+    r = score_spark(data, args.output, args.model_uri, args.master)
     print(f"scored {r['scored']:,} of {r['rows']:,} rides of {len(data)} source(s) with {r['model_uri']} on "
           f"{r['master']} in {r['seconds']:.1f} s ({r['rides_per_second']:,.0f} rides/s) -> {r['output']}/source=...")
     if r['rows'] > r['scored']:
