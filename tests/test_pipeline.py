@@ -68,7 +68,7 @@ def test_full_months_reach_the_quality_bar_and_log_everything(trained_store, mon
     assert [c['name'] for c in info.signature.inputs.to_dict()] == ['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']
 
 
-def test_linear_reproduces_the_course_baseline_and_does_not_unseat_the_champion(trained_store, real_months, monkeypatch,
+def test_linear_course_model_is_registered_as_challenger_and_does_not_unseat_the_champion(trained_store, real_months, monkeypatch,
                                                                               capsys):
     "The course's linear model, on the rides the ride contract answers, scores RMSE 6.7475, is registered as challenger, and the gbm champion stays."
     uri = trained_store['tracking_uri']
@@ -77,7 +77,7 @@ def test_linear_reproduces_the_course_baseline_and_does_not_unseat_the_champion(
     before = versions(uri)
     assert main(['pipeline', '--train_data=green:2021-01', '--validation_data=green:2021-02', '--model=linear']) == 0
     out = capsys.readouterr().out
-    # the course's 7.7587 counts the 62 + 26 rides outside the ride contract (distances of thousands of miles): nbs/01b_rides
+    # the course's 7.7587 counts the 62 + 26 rides outside the ride contract (distances of thousands of miles): nbs/00a_rides
     assert 'rmse 6.7475' in out
     assert 'champion unchanged' in out
     assert 'as logged on the same validation file' in out
