@@ -108,9 +108,10 @@ else
 	$(WITHOUT_USER_SETTINGS) $(BIN)/nbdev_test --n_workers 2 --path $(NBS) --skip_file_re '^($(DATA_NBS))$$'
 endif
 
-# -rs: the summary lists every skipped test with its reason (e.g. where the real months were looked for).
+# -rs: the summary lists every skipped test with its reason (e.g. where the real months were looked for); --durations:
+# the slowest tests; tests/test_image.py is make test-image's (it builds and runs the container).
 pytest:
-	$(WITHOUT_USER_SETTINGS) $(BIN)/python -m pytest -q -rs -n 3 --dist loadfile $(TESTS); rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
+	$(WITHOUT_USER_SETTINGS) $(BIN)/python -m pytest -q -rs -n 3 --dist loadfile --durations=12 $(if $(filter tests,$(TESTS)),--ignore=tests/test_image.py) $(TESTS); rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
 
 ## the notebooks as a website in _docs/ (open _docs/index.html): every notebook run, its outputs on its page
 docs: export OMP_NUM_THREADS = 1

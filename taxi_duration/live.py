@@ -274,7 +274,8 @@ def _spawn(self: LiveProfiler):
     "Start the profiling child of this process: a fresh Python that profiles and writes the batches it is sent."
     import subprocess
     child = subprocess.Popen([sys.executable, '-c', 'from taxi_duration.live import profiling_child; profiling_child()'],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             start_new_session=True)  # a signal to the server's process group is not for it: EOF ends it
     pickle.dump(dict(directory=str(self.directory), window_seconds=self.window_seconds, host=self._host,
                      pid=self._pid, token=self._token + 'c'), child.stdin)  # 'c': never a name the thread would write
     return child

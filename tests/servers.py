@@ -42,7 +42,7 @@ def start(cmd: list, *, url: str|None=None, timeout: float=90, **popen) -> subpr
     return p
 
 
-def stop(p: subprocess.Popen, sig: int=signal.SIGTERM, timeout: float=20) -> int:
+def stop(p: subprocess.Popen, sig: int=signal.SIGTERM, timeout: float=40) -> int:
     "Send `sig` to `p`'s process group, wait for it (SIGKILL after `timeout` s); its exit code."
     if p.poll() is None:
         try: os.killpg(p.pid, sig)
