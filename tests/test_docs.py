@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from browsers import chromium
+from conftest import DATA_DIR
 from taxi_duration.docs import notebooks, page_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ def site(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1', MLFLOW_DISABLE_TELEMETRY='true', DO_NOT_TRACK='true',
                WHYLOGS_NO_ANALYTICS='1', TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable',
                http_proxy='http://127.0.0.1:9', https_proxy='http://127.0.0.1:9', no_proxy='')
-    env.setdefault('TAXI_DATA_DIR', str(ROOT.parent / 'shared' / 'data'))
+    env.setdefault('TAXI_DATA_DIR', str(DATA_DIR))  # where the tests find the real months (the zone shapes too)
     p = subprocess.run([sys.executable, '-m', 'taxi_duration.docs', '--nbs', str(NBS), '--dest', str(dest),
                         '--execute', ','.join(EXECUTED), '--workers', '2'],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -91,7 +92,8 @@ def test_index_comes_first_and_is_the_front_page(site):
 
 
 @pytest.mark.parametrize('nb,shows', sorted(EXECUTED.items()))
-def test_run_pages_show_their_outputs(site, nb, shows):
+def test_run_pages_show_their_outputs(site, nb, shows, request):
+    if nb != 'index.ipynb': request.getfixturevalue('real_months')  # the zone map needs the TLC's zone shapes
     dest, _ = site
     text = (dest / page_name(nb)).read_text(encoding='utf-8')
     for what in shows:
@@ -241,13 +243,19 @@ def test_browser_loads_only_the_site(served, browser, nb):
     assert foreign == []
 
 
+def test_browser_draws_the_zone_map(served, browser, real_months):
+    "The zones page shows the map its notebook drew from the TLC's zone shapes (they come with the real months)."
+    from selenium.webdriver.common.by import By
+    browser.get(f'{served}/01a_zones.html')
+    zone_map = browser.find_element(By.CSS_SELECTOR, '.out.image svg')
+    assert zone_map.size['width'] > 300
+
+
 def test_browser_renders_styles_images_and_navigation(served, browser):
     from selenium.webdriver.common.by import By
     d = browser
     d.get(f'{served}/01a_zones.html')
     assert d.execute_script("return getComputedStyle(document.querySelector('nav.sidebar')).position") == 'sticky'
-    zone_map = d.find_element(By.CSS_SELECTOR, '.out.image svg')
-    assert zone_map.size['width'] > 300
     d.find_element(By.CSS_SELECTOR, 'nav.sidebar a[href="index.html"]').click()
     assert d.current_url == f'{served}/index.html'
     assert d.execute_script("return document.querySelector('main img').naturalWidth") > 0  # the screenshot of the map
