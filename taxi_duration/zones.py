@@ -23,7 +23,7 @@ def _fetch(name: str  # a file of the TLC's misc/ folder, e.g. 'taxi_zones.zip'
     if (base/name).exists(): return base/name
     stem = name.removesuffix('.zip')
     if name.endswith('.zip') and (base/stem/f'{stem}.shp').exists(): return base/stem
-    fetch = getattr(data, 'fetch_misc', None)  # the data step's downloader (issue 8), when present
+    fetch = getattr(data, 'fetch_misc', None)  # the data step's downloader, when present
     if fetch is None: raise TaxiDurationError(f"{name} is not in {base} (set TAXI_DATA_DIR to where it is cached)")
     return fetch(name)
 

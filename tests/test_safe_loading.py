@@ -1,4 +1,4 @@
-"""Loading a model never runs code from the registry (issue 9 section 2).
+"""Loading a model never runs code from the registry.
 
 A cloudpickle "model" whose unpickling writes a marker file is registered and given @champion;
 through the real entry points — `taxi-duration score`, `registry.load_model`, gunicorn `app:app`

@@ -1,4 +1,4 @@
-"""A normal install works (issue 9 section 1): build the wheel, install it into a fresh venv, run it.
+"""A normal install works: build the wheel, install it into a fresh venv, run it.
 
 The venv gets the project's dependencies from the interpreter running the tests (a .pth file pointing
 at its site-packages: no download), but `taxi_duration` itself from the wheel — asserted through its
