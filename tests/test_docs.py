@@ -126,13 +126,17 @@ def test_exported_names_have_their_signature_and_docstring(site):
     assert checked > 20
 
 
+def _plain(markup: str) -> str:
+    "What a reader sees of some HTML: the tags dropped, the entities decoded."
+    return html.unescape(re.sub(r'<[^>]+>', '', markup))
+
+
 def test_directives_are_not_shown(site):
     "No `#| ...` line in the code shown, and no `nbdev_export()` cell (prose may name the directives)."
-    import html as html_
     dest, _ = site
     for page in _pages(dest):
         code = re.findall(r'<div class="highlight"><pre>(.*?)</pre>', page.read_text(encoding='utf-8'), re.S)
-        text = html_.unescape(re.sub(r'<[^>]+>', '', '\n'.join(code)))
+        text = _plain('\n'.join(code))
         assert code, page.name
         assert not re.search(r'^\s*#\|', text, re.M), page.name
         assert 'nbdev_export()' not in text, page.name
@@ -140,7 +144,6 @@ def test_directives_are_not_shown(site):
 
 def test_hidden_cells_are_left_out(site):
     "The code of `#| hide` cells is not on the pages (checked on lines that appear nowhere else in their notebook)."
-    import html as html_
     from execnb.nbio import read_nb
     dest, _ = site
     checked = 0
@@ -148,7 +151,7 @@ def test_hidden_cells_are_left_out(site):
         cells = [c for c in read_nb(nb).cells if c.cell_type == 'code']
         hidden = [c.source for c in cells if re.match(r'#\|\s*hide\s*$', c.source.splitlines()[0] if c.source else '')]
         shown = '\n'.join(c.source for c in cells if c.source not in hidden)
-        text = html_.unescape(re.sub(r'<[^>]+>', '', (dest / page_name(nb)).read_text(encoding='utf-8')))
+        text = _plain((dest / page_name(nb)).read_text(encoding='utf-8'))
         for src in hidden:
             for line in (l.strip() for l in src.splitlines()[1:]):
                 if len(line) > 30 and line not in shown:
