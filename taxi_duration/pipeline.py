@@ -8,8 +8,8 @@ import json, os, shutil, sys, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import taxi_duration
-from .core import (BUSY_HINT, EXPERIMENT, MODEL_NAME, TaxiDurationError, _is_busy, ensure_experiment,
-                                retry_busy, tracking_uri)
+from .core import (BUSY_HINT, EXPERIMENT, MODEL_NAME, TaxiDurationError, _is_busy, _without_password,
+                                ensure_experiment, retry_busy, tracking_uri)
 from .data import DownloadUnavailable, TLC_HOST, data_dir, parse_spec, resolve, sha256, tlc_url
 from .train import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
@@ -100,7 +100,7 @@ def check_tracking(uri: str|None=None,  # the tracking URI; default: the one in 
     import requests
     try: requests.get(uri, timeout=timeout, allow_redirects=False)
     except requests.exceptions.RequestException as e:
-        raise TaxiDurationError(f"the tracking server {uri} does not answer ({type(e).__name__}): start it "
+        raise TaxiDurationError(f"the tracking server {_without_password(uri)} does not answer ({type(e).__name__}): start it "
                                 "(make tracking-server) or set MLFLOW_TRACKING_URI to one that runs",
                                 field='MLFLOW_TRACKING_URI') from None
 
