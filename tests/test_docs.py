@@ -4,7 +4,8 @@ notebooks it ran (figures, tables), internal links that resolve, and nothing loa
 headless chromium too.
 
 The site is built once for the module. To keep the suite's time small it runs only the notebooks in `EXECUTED`
-(cheap ones whose pages carry a figure and a table); every other page is rendered from the notebook and the exported
+(cheap ones whose pages carry a figure and a table, and the plots a reader comes for: the model's predicted vs
+actual and its interval's coverage, a feature drifting); every other page is rendered from the notebook and the exported
 module without running it. `make docs` runs them all: that is the same code path, notebook by notebook."""
 import html.parser, os, re, subprocess, sys, threading
 from functools import partial
@@ -19,9 +20,12 @@ from taxi_duration.docs import notebooks, page_name
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / 'nbs'
-# cheap to run, and between them a figure and a table on their pages (and the index's reading-order table)
-EXECUTED = {'index.ipynb': ('table', 'screenshot'), '01a_zones.ipynb': ('figure',)}
-SHOWS = {'figure': r'<img src="data:image/(png|jpeg);base64,|<svg', 'table': r'<table', 'screenshot': r'<img src="images/map\.png"'}
+# cheap to run, and between them a figure and a table on their pages (and the index's reading-order table); 03_train
+# and 08_profiles (a few seconds each) for their plots, drawn by matplotlib and embedded as PNG images
+EXECUTED = {'index.ipynb': ('table', 'screenshot'), '01a_zones.ipynb': ('figure',), '03_train.ipynb': ('plot',),
+            '08_profiles.ipynb': ('plot',)}
+SHOWS = {'figure': r'<img src="data:image/(png|jpeg);base64,|<svg', 'table': r'<table', 'screenshot': r'<img src="images/map\.png"',
+         'plot': r'<img src="data:image/png;base64,'}
 
 
 @pytest.fixture(scope='module')
@@ -93,7 +97,7 @@ def test_index_comes_first_and_is_the_front_page(site):
 
 @pytest.mark.parametrize('nb,shows', sorted(EXECUTED.items()))
 def test_run_pages_show_their_outputs(site, nb, shows, request):
-    if nb != 'index.ipynb': request.getfixturevalue('real_months')  # the zone map needs the TLC's zone shapes
+    if nb != 'index.ipynb': request.getfixturevalue('real_months')  # these run where the months (and zone shapes) are
     dest, _ = site
     text = (dest / page_name(nb)).read_text(encoding='utf-8')
     for what in shows:
