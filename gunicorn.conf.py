@@ -8,7 +8,10 @@ Why each setting: nbs/06_serve.ipynb, "Under gunicorn" and "Stopping without dro
 import os
 
 bind = [f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or 9696}"]  # loopback unless HOST says otherwise
-workers = 2                  # processes, each loading the model once
+preload_app = True           # load the model once, in the master, BEFORE the port opens: no client waits on a loading
+                             # model, half the start-up CPU of loading it in each worker, and a replaced worker is ready at
+                             # once; what each process runs for itself starts after the fork (post_worker_init, below)
+workers = 2                  # processes, forked from the master once the model is loaded (shared copy-on-write)
 worker_class = 'taxi_duration.serve.GracefulThreadWorker'  # gthread: idle connections wait in a poller, not in a worker
 threads = 64                 # requests each worker serves at once
 timeout = 30                 # a worker silent this many seconds is replaced
@@ -17,16 +20,8 @@ keepalive = 5                # an idle keep-alive connection is kept this many s
 control_socket_disable = True  # gunicorn 26 would open one control socket per user, shared by every gunicorn of theirs
 
 
-def on_starting(server):  # gunicorn's hook: the arbiter, before any worker starts
-    """Halt once when every worker fails to load the app. gunicorn 26.2 stops the server at the first worker that
-    exits with "App failed to load" (code 4), and raises again, out of its own shutdown, when a second one exits
-    meanwhile: a traceback and exit code 1 instead of exit code 4 and our one line."""
-    from gunicorn.errors import HaltServer
-    stop = server.stop
-
-    def stop_despite_more_failures(graceful=True):
-        while True:
-            try: return stop(graceful)
-            except HaltServer: pass  # another worker could not load either: go on stopping the rest
-
-    server.stop = stop_despite_more_failures
+def post_worker_init(worker):  # gunicorn's hook: in each worker, with the app, before it accepts
+    """Start the worker's own threads and child (the alias refresh, the live profiler): the master loaded the app, and
+    a thread or child process started there would not be the worker's."""
+    from taxi_duration.serve import start_in_this_process
+    start_in_this_process(worker.wsgi)

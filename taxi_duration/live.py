@@ -38,7 +38,8 @@ class LiveProfiler:
                  flush_seconds: float=2.0,      # ... or this often
                  max_rows: int=100_000,         # buffer cap; beyond it rides are dropped (counted)
                  handle_sigterm: bool=True,     # turn SIGTERM into a normal exit (so `close` runs)
-                 separate_process: bool=False): # profile in a child process, which shares no GIL with requests
+                 separate_process: bool=False,  # profile in a child process, which shares no GIL with requests
+                 start_now: bool=True):         # start this process's thread (and child) now; False: at `start()`
         self.directory = _writable(Path(directory) if directory else monitoring_dir())
         self.separate_process, self._child = separate_process, None
         self.window_seconds, self.batch_rows = window_seconds, batch_rows
@@ -52,7 +53,7 @@ class LiveProfiler:
         atexit.register(lambda: self.close())  # `close` is defined below
         if handle_sigterm: self._chain_sigterm()
         profile(monitor_frame([{c: None for c in RIDE_COLUMNS}], [0.0]))  # warm whylogs now, not on a request
-        if separate_process: self._ensure_started()  # the child process starts with the service, not on a request
+        if separate_process and start_now: self._ensure_started()  # the child starts with the service, not on a request
 
 # %% ../nbs/11_live.ipynb #65bf3456
 @patch
@@ -86,6 +87,11 @@ def _ensure_started(self: LiveProfiler):
     if self._pid != os.getpid():
         with self._lock:
             if self._pid != os.getpid(): self._start()
+
+@patch
+def start(self: LiveProfiler):
+    "Start this process's thread (and child) if it has none: a server calls it in each serving process before it accepts."
+    self._ensure_started()
 
 # %% ../nbs/11_live.ipynb #9c840eaf
 @patch

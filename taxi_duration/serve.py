@@ -20,7 +20,7 @@ from .served import DEFAULT_URI, GIL_SWITCH_SECONDS, ServedModel, settle_heap
 # %% auto #0
 __all__ = ['MAX_BODY_BYTES', 'log', 'STATIC', 'APP_LOAD_ERROR', 'decode_body', 'answer', 'rides_carried', 'create_app',
            'refresh_seconds_from_env', 'served_from_env', 'app_from_env', 'or_exit', 'app_or_exit', 'listen_address',
-           'run', 'run_or_exit', 'GracefulThreadWorker']
+           'start_in_this_process', 'run', 'run_or_exit', 'GracefulThreadWorker']
 
 # %% ../nbs/06_serve.ipynb #8763ad86
 MAX_BODY_BYTES = 1 << 20  # request size cap: 1,000 pretty-printed rides take ~200 KB
@@ -114,14 +114,15 @@ def create_app(served,                    # what serves: a served.ServedModel (`
                on_predictions=None,       # callback(rides, predictions, model_version) after each answer
                on_rejected=None,          # callback(n_rides, field, model_version) when the ride checks refuse
                threads: int|None=1,       # OpenMP threads in this process (None: leave as is)
-               on_health=None             # callback() -> dict shown under "monitoring" in /health
+               on_health=None,            # callback() -> dict shown under "monitoring" in /health
+               on_start=None              # callback() in each serving process before it accepts (`start_in_this_process`)
               ) -> Flask:
     "The Flask app serving `served`'s current model."
     _setup_logging(); _limit_threads(threads)
     app = Flask(__name__, static_folder=str(STATIC), static_url_path='/static')
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, PROPAGATE_EXCEPTIONS=False)
     app.debug = False  # whatever FLASK_DEBUG says: the debugger would run code sent to it
-    app.extensions['taxi_duration'] = served
+    app.extensions['taxi_duration'], app.extensions['taxi_duration.on_start'] = served, on_start
     _routes(app, served, _Hooks(on_predictions, on_rejected), on_health)
     _error_handlers(app)
     return app
@@ -215,6 +216,7 @@ def refresh_seconds_from_env() -> float:
 def served_from_env() -> ServedModel:
     "What to serve: $MODEL_URI (default: the champion), following its alias every $REFRESH_SECONDS."
     _setup_logging()
+    _limit_threads(1)  # before the first prediction: a process forked after it (gunicorn's preload) must inherit no OpenMP pool
     return ServedModel(os.environ.get('MODEL_URI') or DEFAULT_URI, refresh_seconds_from_env())
 
 def app_from_env(served: ServedModel|None=None,  # default: served_from_env()
@@ -245,13 +247,19 @@ def listen_address(host: str|None=None, port=None) -> tuple[str, int]:
     except (ValueError, AssertionError): raise TaxiDurationError(f'PORT must be a port number 0-65535, got {port!r}') from None
     return host, port
 
+def start_in_this_process(app: Flask):
+    "Start what each serving process runs for itself (the alias refresh, the app's `on_start`), before it accepts."
+    app.extensions['taxi_duration'].ensure_refreshing()
+    on_start = app.extensions.get('taxi_duration.on_start')
+    if on_start is not None: on_start()
+
 def run(app: Flask, host: str|None=None, port=None):
     "Serve `app` with Werkzeug's threaded server until interrupted (never in debug mode)."
     from werkzeug.serving import make_server
     host, port = listen_address(host, port)
     try: server = make_server(host, port, app, threaded=True)
     except OSError as e: raise TaxiDurationError(f'cannot listen on {host}:{port}: {e.strerror or e}; set HOST/PORT') from None
-    app.extensions['taxi_duration'].ensure_refreshing()
+    start_in_this_process(app)
     log.info(f'listening on http://{host}:{server.port}/ (production: gunicorn app:app, settings in gunicorn.conf.py)')
     try: server.serve_forever()
     except KeyboardInterrupt: pass

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05b_served.ipynb #023b2a0a
 from __future__ import annotations
-import gc, json, logging, os, re, threading, time, datetime as dt
+import gc, json, logging, os, re, sys, threading, time, datetime as dt
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
@@ -206,6 +206,8 @@ class ServedModel:
         self._setup(model_uri, refresh_seconds, cache_dir)
         bound_registry_calls('service')  # a registry that does not answer costs seconds, not minutes
         t0 = time.perf_counter()
+        source = f' from {_without_password(tracking_uri())}' if model_uri.startswith('models:/') else ''
+        log.info(f'loading model {model_uri}{source}…')  # the next line says when it is loaded
         try: self.current = load_served(model_uri, cache_dir)
         except TaxiDurationError as e:
             self.current = last_good(model_uri, cache_dir)
@@ -255,7 +257,10 @@ def refresh(self) -> bool:
 # %% ../nbs/05b_served.ipynb #8afe8a63
 @patch_to(ServedModel)
 def _refresh_every(self):
-    while not self._stop.wait(self.refresh_seconds): self.refresh()
+    "Look the alias up `refresh_seconds` after the last look-up, then every `refresh_seconds` (at once when overdue)."
+    due = self.last_refresh + self.refresh_seconds  # overdue in a worker forked long after the model was loaded
+    while not self._stop.wait(max(0, due - time.time())):
+        self.refresh(); due = time.time() + self.refresh_seconds
 
 @patch_to(ServedModel)
 def ensure_refreshing(self):
@@ -282,6 +287,18 @@ def health(self) -> dict:
                 problem=None if not self.last_problem else
                         'serving the last good local copy: the registry could not be read at start-up' if self.fallback else
                         'the last look-up of the model failed; still serving the version above (see the service log)')
+
+# %% ../nbs/05b_served.ipynb #44dec0ff
+_STORES = ('mlflow.store.tracking.sqlalchemy_store', 'mlflow.store.model_registry.sqlalchemy_store')
+
+def _drop_inherited_connections():
+    "In a forked child: forget the pooled registry connections it inherited (they stay open for the parent)."
+    for name in _STORES:
+        module = sys.modules.get(name)  # never imported here: a child must not import in a fork hook
+        if module is None: continue
+        for engine in list(module.SqlAlchemyStore._engine_map.values()): engine.dispose(close=False)
+
+os.register_at_fork(after_in_child=_drop_inherited_connections)
 
 # %% ../nbs/05b_served.ipynb #df4f7c5b
 GIL_SWITCH_SECONDS = 0.005  # a waiting thread asks for the GIL after this: Python's default (0.5 ms did worse)
