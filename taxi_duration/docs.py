@@ -329,17 +329,18 @@ def map_screenshot(dest='images/map.png',      # where the PNG is written
                    do: int=181,                 # drop-off zone (Park Slope)
                    pickup='2021-03-05T08:30',   # pick-up time, New York (a Friday morning)
                    app=None,                    # the Flask app; default: the champion of $MLFLOW_TRACKING_URI
-                   width=1100, height=800):     # the browser window, pixels
-    "Serve `app` on a free loopback port, ask the ride on the map page in headless chromium, save the page as a PNG; the answer it shows."
-    import threading
+                   width=1100):                 # the page's width, pixels (the height is the page's down to the answer)
+    "Serve `app` on a free loopback port, ask the ride on the map page in headless chromium, save the page down to the answer as a PNG; the answer it shows."
+    import logging, threading
     from werkzeug.serving import make_server
     from selenium.webdriver.support.ui import WebDriverWait
     from taxi_duration.serve import app_from_env
     own = app is None
     app = app or app_from_env()
+    logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no line per request
     server = make_server('127.0.0.1', 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    driver = _chromium(width, height)
+    driver = _chromium(width, 900)
     try:
         driver.get(f'http://127.0.0.1:{server.port}/')
         WebDriverWait(driver, 30).until(lambda d: d.execute_script('return document.body.dataset.ready') == 'true')
@@ -348,6 +349,9 @@ def map_screenshot(dest='images/map.png',      # where the PNG is written
                               "document.getElementById('predict').click();", pu, do, pickup)
         WebDriverWait(driver, 30).until(lambda d: d.execute_script('return document.getElementById("result").dataset.minutes'))
         shown = driver.execute_script('return document.getElementById("result").innerText')
+        bottom = driver.execute_script("return Math.ceil(document.getElementById('model').parentElement.getBoundingClientRect().bottom + window.scrollY)")
+        driver.execute_cdp_cmd('Emulation.setDeviceMetricsOverride',  # the window is the page down to the answer and its model
+                               dict(width=width, height=bottom + 16, deviceScaleFactor=1, mobile=False))
         Path(dest).parent.mkdir(parents=True, exist_ok=True)
         Path(dest).write_bytes(_small_png(driver.get_screenshot_as_png()))
     finally:
