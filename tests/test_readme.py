@@ -143,6 +143,20 @@ def test_curl_example_answers(words, champion_app):
     check(words, champion_app.test_client())
 
 
+def test_example_answer_is_the_champions(champion_env, tmp_path):
+    "The README's example answer, as JSON and in words, is what the champion of the pipeline on 2021-01/02 answers."
+    from taxi_duration import serve, served
+    words = next(w for w in commands() if w[0] == 'curl')
+    app = serve.create_app(served.ServedModel(refresh_seconds=0, cache_dir=tmp_path))
+    got = app.test_client().post('/predict', data=words[words.index('-d') + 1], content_type='application/json').json
+    shown = json.loads(re.search(r'^```json\n(.*?)^```', TEXT, re.S | re.M).group(1))
+    prose = ' '.join(TEXT.split())
+    assert round(got['duration'], 2) == shown['duration']
+    assert got['interval'] == shown['interval']
+    assert f"about {round(got['duration'])} minutes" in prose
+    assert f"{round(got['interval'][0])}–{round(got['interval'][1])}" in prose
+
+
 def test_the_two_commands_are_there():
     cmds = [' '.join(w) for w in commands()]
     assert 'make run' in cmds
