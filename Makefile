@@ -19,7 +19,7 @@ MONITOR ?= green:2021-03
 FROM ?= 2021-03
 TO ?= 2021-03
 
-.PHONY: install install-all lab distclean run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync docs bench bench-serve bench-monitor clean image test-image
+.PHONY: install install-all lab distclean run pipeline serve monitor tracking-server flow backfill test nbtest pytest check-sync docs screenshot bench bench-serve bench-monitor clean image test-image
 
 ## what the default path needs (make run): train, register, serve, monitor; pip shows its progress
 install: $(VENV)/.installed
@@ -117,6 +117,12 @@ pytest:
 docs: export OMP_NUM_THREADS = 1
 docs: $(VENV)/.installed-docs
 	$(BIN)/python -m taxi_duration.docs --nbs nbs --dest _docs
+
+## nbs/images/map.png, the picture the README opens with: the champion of the store make run uses (./mlflow.db, or
+## $$MLFLOW_TRACKING_URI) answering one ride on the map page, in headless chromium (Debian's chromium and chromium-driver)
+screenshot: $(VENV)/.installed-test
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+	  $(BIN)/python -c "from taxi_duration.docs import map_screenshot; print(map_screenshot('nbs/images/map.png'))"
 
 ## wall time per pipeline step on the real 2021-01/02 months
 bench: install

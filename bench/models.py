@@ -1,14 +1,15 @@
-"""The README's results table: every model, trained on green 2021-01, scored on 2021-02 and 2021-03,
-with and without the distance, and the 80 % interval's coverage on 2021-03.
+"""The models compared: each trained on green 2021-01, scored on 2021-02 and 2021-03, with and without the
+distance, and the 80 % interval's coverage on 2021-03.
 
-    .venv/bin/python bench/models.py [gbm ...]
+    .venv/bin/python bench/models.py              # every model (the full months: minutes)
+    .venv/bin/python bench/models.py linear       # one model, the shortest run
 
 Uses the same library calls as the pipeline's steps (features.featurize -> train.fit_candidate) and the
 one predict function (train.predict), in process and without MLflow, so the figures are the model's alone.
 Data: $TAXI_DATA_DIR, else ../shared/data.
 """
 from results import recorded  # bench/results.py
-import os, sys, time
+import argparse, os, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +34,13 @@ def coverage_table(y, p) -> pd.DataFrame:
 
 
 if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('models', nargs='*', metavar='MODEL', help=f"models to train and score (default: all of {', '.join(MODELS)})")
+    names = ap.parse_args().models or list(MODELS)
+    if set(names) - set(MODELS): ap.error(f"unknown model {sorted(set(names) - set(MODELS))[0]!r}: use {', '.join(MODELS)}")
     with recorded():  # the output also goes to bench/RESULTS.md
         print(f'load average {os.getloadavg()}')
         months = {m: load(f'green:2021-{m}', progress=False)[0] for m in ('01', '02', '03')}
-        names = sys.argv[1:] or list(MODELS)
         print('| model | alpha | features | train RMSE | 2021-02 RMSE | 2021-02 RMSE no distance | 2021-02 MAE '
               '| 2021-02 R² '
               '| 2021-03 RMSE | 2021-03 RMSE no distance | 2021-03 coverage % | 2021-03 width min | fit s |')

@@ -10,7 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['REAL_MONTHS', 'notebooks', 'page_name', 'summary', 'months_here', 'reads_months', 'wants_execution', 'output_html',
-           'cell_html', 'show_doc_outputs', 'render_notebook', 'stylesheet', 'page_html', 'build', 'main']
+           'cell_html', 'show_doc_outputs', 'render_notebook', 'stylesheet', 'page_html', 'build', 'map_screenshot',
+           'main']
 
 # %% ../nbs/90_docs.ipynb #a3beb467
 REAL_MONTHS = tuple(f'green_tripdata_2021-0{m}.parquet' for m in (1, 2, 3))
@@ -296,6 +297,68 @@ def build(nbs='nbs', dest='_docs', execute='all', workers=2, log=print):
         (dest / r['page']).write_text(page_html(r, results, months), encoding='utf-8')
         if not r['executed']: log(f"{r['name']:<24} {'no months' if r['skipped_months'] else 'not run':<10} {r['seconds']:6.1f} s")
     return results
+
+# %% ../nbs/90_docs.ipynb #ddd59a4f
+def _chromium(width, height):
+    "A headless chromium WebDriver with a throw-away profile and no background traffic (selenium, offline)."
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    browser, driver = shutil.which('chromium') or shutil.which('chromium-browser'), shutil.which('chromedriver')
+    if not (browser and driver): raise RuntimeError('needs Debian packages chromium and chromium-driver')
+    os.environ.setdefault('SE_OFFLINE', 'true')  # Selenium Manager never looks for downloads
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+              '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-extensions',
+              '--hide-scrollbars', f'--window-size={width},{height}'):
+        opts.add_argument(a)
+    return webdriver.Chrome(options=opts, service=Service(executable_path=driver))
+
+# %% ../nbs/90_docs.ipynb #896a919d
+def _small_png(png: bytes) -> bytes:
+    "`png` with at most 256 colours (the page has few): a fraction of the size."
+    import io
+    from PIL import Image
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert('RGB').quantize(256).save(out, 'PNG', optimize=True)
+    return out.getvalue()
+
+# %% ../nbs/90_docs.ipynb #507dca76
+def map_screenshot(dest='images/map.png',      # where the PNG is written
+                   pu: int=43,                  # pick-up zone (Central Park)
+                   do: int=181,                 # drop-off zone (Park Slope)
+                   pickup='2021-03-05T08:30',   # pick-up time, New York (a Friday morning)
+                   app=None,                    # the Flask app; default: the champion of $MLFLOW_TRACKING_URI
+                   width=1100):                 # the page's width, pixels (the height is the page's down to the answer)
+    "Serve `app` on a free loopback port, ask the ride on the map page in headless chromium, save the page down to the answer as a PNG; the answer it shows."
+    import logging, threading
+    from werkzeug.serving import make_server
+    from selenium.webdriver.support.ui import WebDriverWait
+    from taxi_duration.serve import app_from_env
+    own = app is None
+    app = app or app_from_env()
+    logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no line per request
+    server = make_server('127.0.0.1', 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    driver = _chromium(width, 900)
+    try:
+        driver.get(f'http://127.0.0.1:{server.port}/')
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script('return document.body.dataset.ready') == 'true')
+        driver.execute_script("choose('pu', arguments[0], false); choose('do', arguments[1], false);"
+                              "document.getElementById('pickup').value = arguments[2];"
+                              "document.getElementById('predict').click();", pu, do, pickup)
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script('return document.getElementById("result").dataset.minutes'))
+        shown = driver.execute_script('return document.getElementById("result").innerText')
+        bottom = driver.execute_script("return Math.ceil(document.getElementById('model').parentElement.getBoundingClientRect().bottom + window.scrollY)")
+        driver.execute_cdp_cmd('Emulation.setDeviceMetricsOverride',  # the window is the page down to the answer and its model
+                               dict(width=width, height=bottom + 16, deviceScaleFactor=1, mobile=False))
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        Path(dest).write_bytes(_small_png(driver.get_screenshot_as_png()))
+    finally:
+        driver.quit()
+        server.shutdown()
+        if own: app.extensions['taxi_duration'].stop()
+    return ' '.join(shown.split())
 
 # %% ../nbs/90_docs.ipynb #f3753fe2
 def main(argv=None):

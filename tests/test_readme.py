@@ -143,6 +143,20 @@ def test_curl_example_answers(words, champion_app):
     check(words, champion_app.test_client())
 
 
+def test_example_answer_is_the_champions(champion_env, tmp_path):
+    "The README's example answer, as JSON and in words, is what the champion of the pipeline on 2021-01/02 answers."
+    from taxi_duration import serve, served
+    words = next(w for w in commands() if w[0] == 'curl')
+    app = serve.create_app(served.ServedModel(refresh_seconds=0, cache_dir=tmp_path))
+    got = app.test_client().post('/predict', data=words[words.index('-d') + 1], content_type='application/json').json
+    shown = json.loads(re.search(r'^```json\n(.*?)^```', TEXT, re.S | re.M).group(1))
+    prose = ' '.join(TEXT.split())
+    assert round(got['duration'], 2) == shown['duration']
+    assert got['interval'] == shown['interval']
+    assert f"about {round(got['duration'])} minutes" in prose
+    assert f"{round(got['interval'][0])}–{round(got['interval'][1])}" in prose
+
+
 def test_the_two_commands_are_there():
     cmds = [' '.join(w) for w in commands()]
     assert 'make run' in cmds
@@ -156,13 +170,32 @@ def test_first_screen_shows_the_map_and_the_two_commands():
     assert 'make test' in first
 
 
+def test_screenshot_is_taken_by_make_screenshot():
+    p = subprocess.run(['make', '-n', '-o', '.venv/.installed', '-o', '.venv/.installed-test', 'screenshot'], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert "map_screenshot('nbs/images/map.png')" in p.stdout, p.stderr
+
+
+def test_screenshot_shows_the_answer(champion_app, tmp_path):
+    "map_screenshot asks the README's ride on the map page (one headless chromium, ~3 s) and shows the service's answer."
+    from browsers import need_chromium
+    from taxi_duration.docs import map_screenshot
+    need_chromium()
+    shown = map_screenshot(tmp_path / 'map.png', app=champion_app)
+    api = champion_app.test_client().post('/predict', json={
+        'PULocationID': 43, 'DOLocationID': 181, 'pickup_datetime': '2021-03-05T08:30'}).json
+    lo, hi = api['interval']
+    assert shown == f"≈ {round(api['duration'])} min 80 % of rides: {round(lo)}–{round(hi)} min"
+    assert (tmp_path / 'map.png').stat().st_size < 300_000
+
+
 def test_screenshot_is_small():
     img = ROOT / 'nbs' / 'images' / 'map.png'
     assert img.stat().st_size < 300_000
 
 
 def test_length_is_for_a_five_minute_read():
-    assert 120 <= len(TEXT.splitlines()) <= 230
+    assert 120 <= len(TEXT.splitlines()) <= 200
 
 
 def test_relative_links_resolve():
