@@ -69,8 +69,11 @@ flow: $(VENV)/.installed-team
 backfill: $(VENV)/.installed-team
 	$(BIN)/taxi-duration backfill --from $(FROM) --to $(TO) --model=$(MODEL)
 
-## the README's test command: notebooks in sync and clean, notebook tests, pytest
-test: install-all check-sync nbtest pytest
+## the README's test command: notebooks in sync and clean, then the notebook tests and pytest side by side (on 2 cores
+## pytest alone leaves a quarter of the CPU idle while its workers wait on servers and kernels); each one's output is
+## shown whole when it ends
+test: install-all check-sync
+	@$(MAKE) --no-print-directory -j2 --output-sync=target nbtest pytest
 
 check-sync:
 	@$(BIN)/nbdev_export

@@ -51,12 +51,14 @@ def health(): return {'status': 'ok'}
 TRACE = """# gunicorn config written by bench/serve.py --trace: the production settings, and the pauses of each worker timed
 import gc, os, sys, time
 exec(open(os.environ['BENCH_PRODUCTION_CONF']).read())  # gunicorn reads one config file: this one starts from the shipped one
+production_post_worker_init = post_worker_init
 
 def post_worker_init(worker):
     profiler = getattr(sys.modules.get('app'), 'profiler', None)  # app.py's LiveProfiler, if it runs
     if os.environ.get('BENCH_UNTUNED') == '1':  # as it was: heap not frozen, 5 ms GIL turns, profiling in-process
         gc.unfreeze(); sys.setswitchinterval(0.005)
         if profiler is not None: profiler.separate_process = False
+    production_post_worker_init(worker)  # what the shipped settings do in a worker: its profiler and alias refresh start
     log = open(os.path.join(os.environ['BENCH_TRACE_DIR'], f'trace-{os.getpid()}.log'), 'a', buffering=1)
     start = {}
     def collected(phase, info):
@@ -282,7 +284,7 @@ def main():
         results = {}
         for i, (name, cmd, cenv, health, path, body) in enumerate(configs):
             port = free_port()
-            ready = 'serving models:/' if name.startswith('ours') else None  # ours logs this line once per worker, model loaded
+            ready = 'Booting worker' if name.startswith('ours') else None  # gunicorn logs this once per worker, forked with the model loaded
             with Server([part.format(port=port) for part in cmd], cenv, health, port, tmp / f'{i}.log', ready, workers) as server:
                 url = f'http://127.0.0.1:{port}{path}'
                 close = {'Connection': 'close'}  # no idle connection left behind to count as wrk's
@@ -307,7 +309,7 @@ def main():
         if a.sustained:
             port, conns = free_port(), levels[-1]
             with Server([part.format(port=port) for part in configs[0][1]], configs[0][2], '/health', port, tmp / 'sustained.log',
-                        'serving models:/', workers):
+                        'Booting worker', workers):
                 r = wrk(f'http://127.0.0.1:{port}/predict', RIDE, a.sustained, conns, a.threads, tmp)
                 alive = requests.get(f'http://127.0.0.1:{port}/health', timeout=5).status_code == 200
             print(f"\nsustained {a.sustained} s at {conns} connections, ours: {r['rps']:.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "

@@ -137,11 +137,12 @@ def test_webhook_from_environment(monkeypatch, tmp_path):
 
 
 def test_thresholds_are_configurable(env, tmp_path):
-    # a strict RMSE threshold makes a real month fire, through a JSON file and on the command line
+    # a strict RMSE threshold makes real rides (4,000 of March) fire, through a JSON file and on the command line
+    march = str(sample_file('03', tmp_path))
     (tmp_path / 't.json').write_text(json.dumps({'rmse_ratio': 0.5}))
-    assert run_cli('--data', month(env, '03'), '--thresholds', str(tmp_path / 't.json'), '--report', str(tmp_path / 'a.html')) == 3
-    assert run_cli('--data', month(env, '03'), '--threshold', 'mae_ratio=0.5', '--report', str(tmp_path / 'b.html')) == 3
-    assert run_cli('--data', month(env, '03'), '--threshold', 'nope=1') == 2
+    assert run_cli('--data', march, '--thresholds', str(tmp_path / 't.json'), '--report', str(tmp_path / 'a.html')) == 3
+    assert run_cli('--data', march, '--threshold', 'mae_ratio=0.5', '--report', str(tmp_path / 'b.html')) == 3
+    assert run_cli('--data', march, '--threshold', 'nope=1') == 2
 
 
 @pytest.mark.parametrize('argv', [[], ['--data', 'x', '--profiles', 'y'], ['--profiles', 'y', '--retrain']])
