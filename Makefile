@@ -102,6 +102,7 @@ WITHOUT_USER_SETTINGS := env $(addprefix -u ,$(USER_SETTINGS))
 # What nbtest and pytest run: all, or e.g. `make nbtest NBS=nbs/01_data.ipynb`, `make pytest TESTS=tests/test_data.py`.
 NBS ?= nbs
 TESTS ?= tests
+PYTEST_WORKERS ?= 3
 
 nbtest:
 ifeq ($(words $(REAL_MONTHS)),3)
@@ -114,7 +115,7 @@ endif
 # -rs: the summary lists every skipped test with its reason (e.g. where the real months were looked for); --durations:
 # the slowest tests; tests/test_image.py is make test-image's (it builds and runs the container).
 pytest:
-	$(WITHOUT_USER_SETTINGS) $(BIN)/python -m pytest -q -rs -n 3 --dist loadfile --durations=12 $(if $(filter tests,$(TESTS)),--ignore=tests/test_image.py) $(TESTS); rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
+	$(WITHOUT_USER_SETTINGS) $(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadfile --durations=12 $(if $(filter tests,$(TESTS)),--ignore=tests/test_image.py) $(TESTS); rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; exit $$rc
 
 ## the notebooks as a website in _docs/ (open _docs/index.html): every notebook run, its outputs on its page
 docs: export OMP_NUM_THREADS = 1

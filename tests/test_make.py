@@ -44,7 +44,7 @@ def test_the_suite_looks_for_the_months_where_the_makefile_does(tmp_path, shared
 def test_pytest_lists_what_it_skipped_and_why(tmp_path):
     (tmp_path / 'test_one_skip.py').write_text(
         "import pytest\n\ndef test_needs_something():\n    pytest.skip('the something is not in /where/it/was/looked/for')\n")
-    r = make('pytest', f'TESTS={tmp_path}', env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    r = make('pytest', f'TESTS={tmp_path}', 'PYTEST_WORKERS=0', env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 0, r.stdout[-2000:]
     assert 'SKIPPED [1] ' in r.stdout
     assert 'the something is not in /where/it/was/looked/for' in r.stdout

@@ -154,22 +154,22 @@ def test_sigterm_writes_everything(tmp_path):
 
 
 def test_gunicorn_workers_each_write_their_files_and_lose_nothing(env, raw_march, tmp_path):
-    """The real service under gunicorn -w 2 with the profiler as its hook, each worker profiling in a child of its
-    own (as app.py does; profiling in the worker itself is the same writer, tested above): SIGTERM a worker, then
-    the master."""
+    """The real service under gunicorn -w 2 with the shipped settings (the model loaded once, before the port opens)
+    and the profiler as its hook, each worker profiling in a child of its own, as app.py does (profiling in the
+    worker itself is the same writer, tested above): SIGTERM a worker, then the master."""
     import psutil, requests
     gunicorn = Path(sys.executable).parent / 'gunicorn'
     if not gunicorn.exists(): pytest.skip('gunicorn is not installed')
     (tmp_path / 'live_app.py').write_text(
         'from taxi_duration.live import LiveProfiler\nfrom taxi_duration.serve import app_from_env\n'
-        'p = LiveProfiler(window_seconds=3600, separate_process=True)\n'
-        'app = app_from_env(on_predictions=p.record, on_rejected=p.rejected)\n')
+        'p = LiveProfiler(window_seconds=3600, separate_process=True, start_now=False)\n'
+        'app = app_from_env(on_predictions=p.record, on_rejected=p.rejected, on_start=p.start)\n')
     mdir, port = tmp_path / 'monitoring', free_port()
     e = dict(os.environ, MONITORING_DIR=str(mdir), PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}', WHYLOGS_NO_ANALYTICS='1',
              REFRESH_SECONDS='0')
     base = f'http://127.0.0.1:{port}'
     access = tmp_path / 'access.log'  # one line per request: the pid of the worker that answered it
-    proc = start([str(gunicorn), '-w', '2', '-b', f'127.0.0.1:{port}', '--graceful-timeout', '20',
+    proc = start([str(gunicorn), '-c', str(ROOT / 'gunicorn.conf.py'), '-w', '2', '-b', f'127.0.0.1:{port}', '--graceful-timeout', '20',
                   '--access-logfile', str(access), '--access-logformat', '%(p)s %(U)s', 'live_app:app'],
                  url=base + '/health', cwd=tmp_path, env=e, stdout=subprocess.DEVNULL)
     try:

@@ -15,7 +15,7 @@ RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_
 FIELDS = ['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime', 'ride_id']
 SENT = {'any': 0, 'valid': 0}
 PER_EXAMPLE = 5  # requests per hypothesis example: generating them together is ~2x cheaper
-FUZZ_PAYLOADS, VALID_PAYLOADS = 9_000, 2_000
+FUZZ_PAYLOADS, VALID_PAYLOADS = 4_000, 1_000
 
 
 @pytest.fixture(scope='module')
@@ -139,6 +139,6 @@ def test_every_valid_ride_is_answered(client):
 
 
 def test_still_answering_after_the_fuzz(client):
-    assert SENT['any'] + SENT['valid'] >= 10_000 or pytest.skip('run with the fuzz tests')
+    assert SENT['any'] + SENT['valid'] >= FUZZ_PAYLOADS + VALID_PAYLOADS or pytest.skip('run with the fuzz tests')
     assert client.get('/health').status_code == 200
     assert client.post('/predict', json=RIDE).status_code == 200
