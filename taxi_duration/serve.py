@@ -248,9 +248,12 @@ def listen_address(host: str|None=None, port=None) -> tuple[str, int]:
     return host, port
 
 def start_in_this_process(app: Flask):
-    "Start what each serving process runs for itself (the alias refresh, the app's `on_start`), before it accepts."
-    app.extensions['taxi_duration'].ensure_refreshing()
-    on_start = app.extensions.get('taxi_duration.on_start')
+    """Start what each serving process runs for itself (the alias refresh, the app's `on_start`), before it accepts.
+    An app `create_app` did not build (another WSGI app run with these gunicorn settings) has nothing to start."""
+    ours = getattr(app, 'extensions', {})
+    if 'taxi_duration' not in ours: return
+    ours['taxi_duration'].ensure_refreshing()
+    on_start = ours.get('taxi_duration.on_start')
     if on_start is not None: on_start()
 
 def run(app: Flask, host: str|None=None, port=None):
