@@ -375,4 +375,5 @@ def main(argv=None):
     return 1 if failed else 0
 
 
-if __name__ == '__main__' and Path(sys.argv[0]).name == 'docs.py': sys.exit(main())  # `python -m`, never a notebook's kernel
+if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', '') == 'taxi_duration.docs':  # `python -m`, never
+    sys.exit(main())  # a notebook's namespace (the site runs this notebook in its own process, argv and all)
