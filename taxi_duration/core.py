@@ -10,9 +10,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'REGISTRY_HTTP', 'LEASE_SECONDS', 'LEASE_TAKEN', 'BUSY_HINT',
-           'disable_telemetry', 'modified_env', 'forbid_pickle', 'TaxiDurationError', 'tracking_uri',
-           'bound_registry_calls', 'artifact_root', 'store_lock', 'registry_lease', 'retry_busy', 'ensure_experiment',
-           'atomic_path', 'git_commit']
+           'disable_telemetry', 'skip_iri_grammars', 'modified_env', 'forbid_pickle', 'TaxiDurationError',
+           'tracking_uri', 'bound_registry_calls', 'artifact_root', 'store_lock', 'registry_lease', 'retry_busy',
+           'ensure_experiment', 'atomic_path', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 TELEMETRY_OPT_OUT = {'MLFLOW_DISABLE_TELEMETRY': 'true', 'DO_NOT_TRACK': 'true', 'WHYLOGS_NO_ANALYTICS': '1'}
@@ -22,6 +22,14 @@ def disable_telemetry():
     for k, v in TELEMETRY_OPT_OUT.items(): os.environ.setdefault(k, v)
 
 disable_telemetry()
+
+# %% ../nbs/00_core.ipynb #02a2b54a
+def skip_iri_grammars():
+    "Keep jsonschema from loading rfc3987-syntax (it builds its IRI grammars at import); no-op once jsonschema is loaded."
+    import sys
+    if 'jsonschema' not in sys.modules: sys.modules.setdefault('rfc3987_syntax', None)
+
+skip_iri_grammars()
 
 # %% ../nbs/00_core.ipynb #d2f310a0
 @contextmanager
