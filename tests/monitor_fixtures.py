@@ -120,3 +120,15 @@ def _raw_march():
 @pytest.fixture
 def raw_march(_raw_march):
     return _raw_march.copy()
+
+
+@pytest.fixture(scope='session')
+def _march_sample(_raw_march):
+    return _raw_march.sample(20_000, random_state=0).sort_values('pickup_datetime', kind='stable').reset_index(drop=True)
+
+
+@pytest.fixture
+def march_sample(_march_sample):
+    """20,000 of March's raw rows (seeded, in time order): what a breakage test breaks. A breakage moves its statistic
+    far beyond the thresholds on a sample too, for a quarter of the cost of the month."""
+    return _march_sample.copy()

@@ -75,13 +75,18 @@ def test_a_misspelt_command_gets_a_suggestion():
     assert "unknown command 'moniter' (did you mean monitor?)" in err.strip().splitlines()[-1]
 
 
-def test_a_one_digit_month_says_the_month_needs_two_digits():
-    code, _, err = run('pipeline', '--train_data', 'green:2021-1')
-    assert one_error_line(err) == "taxi-duration: error: 'green:2021-1': the month needs two digits: green:2021-01"
+@pytest.fixture(scope='module')
+def one_digit_month():
+    "`pipeline --train_data green:2021-1`, run once for the tests of its answer."
+    return run('pipeline', '--train_data', 'green:2021-1')
 
 
-def test_a_one_digit_month_exits_2():
-    assert run('pipeline', '--train_data', 'green:2021-1')[0] == 2
+def test_a_one_digit_month_says_the_month_needs_two_digits(one_digit_month):
+    assert one_error_line(one_digit_month[2]) == "taxi-duration: error: 'green:2021-1': the month needs two digits: green:2021-01"
+
+
+def test_a_one_digit_month_exits_2(one_digit_month):
+    assert one_digit_month[0] == 2
 
 
 def test_threshold_names_come_out_sorted(tmp_path):
@@ -114,13 +119,18 @@ def test_serve_answers_a_ride_with_the_production_settings(small_registry, tmp_p
 
 # --- the pipeline: unreachable tracking server, a champion already trained on the same files
 
-def test_an_unreachable_tracking_server_is_one_line():
-    code, _, err = run('pipeline', env={'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{free_port()}'}, timeout=60)
-    assert one_error_line(err).startswith('taxi-duration: error: the tracking server http://127.0.0.1:')
+@pytest.fixture(scope='module')
+def unreachable_tracking():
+    "`pipeline` with MLFLOW_TRACKING_URI on a port nothing listens on, run once for the tests of its answer."
+    return run('pipeline', env={'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{free_port()}'}, timeout=60)
 
 
-def test_an_unreachable_tracking_server_exits_2():
-    assert run('pipeline', env={'MLFLOW_TRACKING_URI': f'http://127.0.0.1:{free_port()}'}, timeout=60)[0] == 2
+def test_an_unreachable_tracking_server_is_one_line(unreachable_tracking):
+    assert one_error_line(unreachable_tracking[2]).startswith('taxi-duration: error: the tracking server http://127.0.0.1:')
+
+
+def test_an_unreachable_tracking_server_exits_2(unreachable_tracking):
+    assert unreachable_tracking[0] == 2
 
 
 @pytest.fixture(scope='module')

@@ -4,9 +4,9 @@ notebooks it ran (figures, tables), internal links that resolve, and nothing loa
 headless chromium too.
 
 The site is built once for the module. To keep the suite's time small it runs only the notebooks in `EXECUTED`
-(cheap ones whose pages carry a figure and a table, and the plots a reader comes for: the model's predicted vs
-actual and its interval's coverage, a feature drifting); every other page is rendered from the notebook and the exported
-module without running it. `make docs` runs them all: that is the same code path, notebook by notebook."""
+(cheap ones whose pages carry a figure, a table, the screenshot and plots: the zone map, a feature's distribution);
+every other page is rendered from the notebook and the exported module without running it. `make docs` runs them all:
+that is the same code path, notebook by notebook."""
 import html.parser, os, re, subprocess, sys, threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -20,10 +20,10 @@ from taxi_duration.docs import notebooks, page_name
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / 'nbs'
-# cheap to run, and between them a figure and a table on their pages (and the index's reading-order table); 03_train
-# and 08_profiles (a few seconds each) for their plots, drawn by matplotlib and embedded as PNG images
-EXECUTED = {'index.ipynb': ('table', 'screenshot'), '01a_zones.ipynb': ('figure',), '03_train.ipynb': ('plot',),
-            '08_profiles.ipynb': ('plot',),
+# cheap to run, and between them a figure, a table, the screenshot and plots on their pages (the index's reading-order
+# table; 01a_zones's map, an SVG the browser tests look at; 08_profiles's distributions, drawn by matplotlib and embedded
+# as PNG images); 03_train's and 09_verdicts's plots are the same code path, run by `make docs`
+EXECUTED = {'index.ipynb': ('table', 'screenshot'), '01a_zones.ipynb': ('figure',), '08_profiles.ipynb': ('plot',),
             '90_docs.ipynb': ()}  # the builder run as a notebook by itself, in its own process (argv names docs.py)
 SHOWS = {'figure': r'<img src="data:image/(png|jpeg);base64,|<svg', 'table': r'<table', 'screenshot': r'<img src="images/map\.png"',
          'plot': r'<img src="data:image/png;base64,'}

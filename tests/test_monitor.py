@@ -20,7 +20,7 @@ from taxi_duration.core import TaxiDurationError
 from taxi_duration.data import read_trips
 from taxi_duration.reference import load_reference
 
-pytest_plugins = ['monitor_fixtures']  # the shared fixtures: env, reference, model, raw_march, monitored_store
+pytest_plugins = ['monitor_fixtures']  # the shared fixtures: env, reference, model, raw_march, march_sample, monitored_store
 
 from monitor_fixtures import SHARED_DATA, month, month_file, run_cli, sample_file  # noqa: E402  (plain functions)
 from scenarios import make_scenario  # noqa: E402
@@ -63,15 +63,15 @@ EXPECTED = {  # scenario -> (check, column) pairs that must fire
 
 
 @pytest.mark.parametrize('scenario', list(EXPECTED))
-def test_breakage_fires(env, reference, model, raw_march, scenario):
-    res = verdicts.monitor_data(make_scenario(raw_march, scenario), reference, model=model)
+def test_breakage_fires(env, reference, model, march_sample, scenario):
+    res = verdicts.monitor_data(make_scenario(march_sample, scenario), reference, model=model)
     got = {(f.kind, f.column) for f in res.alerts}
     assert EXPECTED[scenario] <= got, (scenario, res.alerts)
     if scenario.startswith('slower'):  # the city slowed down: the inputs did not drift, only the errors tell
         assert [f for f in res.alerts if f.kind != 'performance'] == []
 
 
-def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
+def test_alert_exit_code_log_and_webhook(env, tmp_path, march_sample):
     received = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
@@ -83,7 +83,7 @@ def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
     srv = socketserver.TCPServer(('127.0.0.1', 0), Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     data = tmp_path / 'km.parquet'
-    make_scenario(raw_march, 'km').to_parquet(data)
+    make_scenario(march_sample, 'km').to_parquet(data)
     try:
         code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'),
                        '--webhook-url', f'http://127.0.0.1:{srv.server_address[1]}/hook')
@@ -109,10 +109,10 @@ def test_alert_exit_code_log_and_webhook(env, tmp_path, raw_march):
     assert html.count('<img') >= 4
 
 
-def test_unreachable_webhook_is_retried_recorded_and_still_alerts(env, tmp_path, raw_march):
+def test_unreachable_webhook_is_retried_recorded_and_still_alerts(env, tmp_path, march_sample):
     port = free_port()  # nothing listens there
     data = tmp_path / 'zones.parquet'
-    make_scenario(raw_march, 'zones_constant').to_parquet(data)
+    make_scenario(march_sample, 'zones_constant').to_parquet(data)
     code = run_cli('--data', str(data), '--report', str(tmp_path / 'r.html'), '--webhook-url', f'http://127.0.0.1:{port}/x')
     assert code == 3
     lines = [json.loads(l) for l in (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()]
@@ -163,8 +163,8 @@ def test_no_champion_is_a_clear_error(tracking):
         load_reference()
 
 
-def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, model, raw_march, tmp_path):
-    fr = verdicts.completed_rides(raw_march)
+def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, model, march_sample, tmp_path):
+    fr = verdicts.completed_rides(march_sample)
     pred = profiles.score_rides(model, fr)
     good = profiles.profile(profiles.monitor_frame(fr, pred), metadata={'model_version': reference.version})
     d = tmp_path / 'profiles'; d.mkdir()
@@ -184,8 +184,8 @@ def test_corrupt_and_foreign_profiles_are_reported_and_skipped(env, reference, m
     assert run_cli('--profiles', str(d), '--report', str(tmp_path / 'p.html')) == 0
 
 
-def test_data_with_missing_values_is_judged_not_dropped(env, reference, model, raw_march):
-    res = verdicts.monitor_data(make_scenario(raw_march, 'missing'), reference, model=model)
+def test_data_with_missing_values_is_judged_not_dropped(env, reference, model, march_sample):
+    res = verdicts.monitor_data(make_scenario(march_sample, 'missing'), reference, model=model)
     miss = {f.column: f.value for f in res.findings if f.kind == 'missing'}
     assert 0.03 < miss['trip_distance'] < 0.07
     assert res.performance['rows'] < res.rows  # rides with a gap are profiled, not scored
@@ -212,10 +212,10 @@ def test_summary_json_has_no_views(env, reference, model, raw_march):
     assert list(summary['checks'][0])[:2] == ['check', 'column']  # the JSON keeps its keys
 
 
-def test_an_unwritable_report_does_not_swallow_the_alert(env, raw_march, tmp_path):
+def test_an_unwritable_report_does_not_swallow_the_alert(env, march_sample, tmp_path):
     "The alert goes out first; a report that cannot be written is a warning, and the exit code still says alert."
     data = tmp_path / 'km.parquet'
-    make_scenario(raw_march, 'km').to_parquet(data)
+    make_scenario(march_sample, 'km').to_parquet(data)
     (tmp_path / 'file').write_text('')
     assert run_cli('--data', str(data), '--report', str(tmp_path / 'file' / 'r.html')) == 3
     lines = (tmp_path / 'monitoring' / 'alerts.jsonl').read_text().splitlines()
@@ -252,7 +252,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 
 
-def test_an_unwritable_alerts_log_still_alerts_on_screen_and_webhook(env, raw_march, tmp_path):
+def test_an_unwritable_alerts_log_still_alerts_on_screen_and_webhook(env, march_sample, tmp_path):
     """The `taxi-duration monitor` command with --alerts-log where a file stands in for the folder: the alert is
     printed (a short summary, not the raw record), the webhook gets it, the log failure is said, and it exits 3."""
     import subprocess, sys
@@ -261,7 +261,7 @@ def test_an_unwritable_alerts_log_still_alerts_on_screen_and_webhook(env, raw_ma
     srv = socketserver.TCPServer(('127.0.0.1', 0), _Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     data = tmp_path / 'km.parquet'
-    make_scenario(raw_march, 'km').to_parquet(data)
+    make_scenario(march_sample, 'km').to_parquet(data)
     (tmp_path / 'file').write_text('')
     cmd = [str(Path(sys.executable).parent / 'taxi-duration'), 'monitor', '--data', str(data),
            '--report', str(tmp_path / 'r.html'), '--alerts-log', str(tmp_path / 'file' / 'alerts.jsonl'),

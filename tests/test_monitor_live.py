@@ -23,7 +23,7 @@ from monitor_fixtures import SHARED_DATA, run_cli, sample_file
 from scenarios import make_scenario
 from servers import free_port, start, stop
 
-pytest_plugins = ['monitor_fixtures']  # env, reference, model, raw_march: one champion per session
+pytest_plugins = ['monitor_fixtures']  # env, reference, model, raw_march, march_sample: one champion per session
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,9 +55,9 @@ LIVE_EXPECTED = {
 }
 
 
-def test_real_traffic_through_the_profiler_stays_quiet(env, reference, model, raw_march, tmp_path):
+def test_real_traffic_through_the_profiler_stays_quiet(env, reference, model, march_sample, tmp_path):
     prof = live.LiveProfiler(tmp_path / 'p', window_seconds=3600, handle_sigterm=False)
-    fr = live_frame(raw_march)
+    fr = live_frame(march_sample)
     drive(prof, fr, model, reference.version)
     prof.close()
     assert prof.recorded == len(fr)
@@ -69,13 +69,13 @@ def test_real_traffic_through_the_profiler_stays_quiet(env, reference, model, ra
 
 
 @pytest.mark.parametrize('scenario', list(LIVE_EXPECTED) + ['predictions_x1.3'])
-def test_live_breakage_fires(env, reference, model, raw_march, tmp_path, scenario):
+def test_live_breakage_fires(env, reference, model, march_sample, tmp_path, scenario):
     prof = live.LiveProfiler(tmp_path / 'p', window_seconds=3600, handle_sigterm=False)
     if scenario == 'predictions_x1.3':  # a mis-scaled model in production: inputs fine, answers off
-        drive(prof, live_frame(raw_march), model, reference.version, per_request=20, scale=1.3)
+        drive(prof, live_frame(march_sample), model, reference.version, per_request=20, scale=1.3)
         expected = {('prediction', 'prediction')}
     else:
-        drive(prof, live_frame(make_scenario(raw_march, scenario)), model, reference.version, per_request=20)
+        drive(prof, live_frame(make_scenario(march_sample, scenario)), model, reference.version, per_request=20)
         expected = LIVE_EXPECTED[scenario]
     prof.close()
     res = monitor.monitor_profiles(tmp_path / 'p', reference)

@@ -7,7 +7,7 @@ import pytest
 from taxi_duration.data import read_trips
 from taxi_duration.registry import champion
 
-from conftest import new_store
+from conftest import copy_store, new_store
 from monitor_fixtures import SHARED_DATA, in_process_champion, run_cli, sample_file
 from scenarios import make_scenario
 
@@ -19,17 +19,10 @@ def _champion_env(monkeypatch, tmp_path):
     monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
 
 
-@pytest.fixture
-def sample_champion(tracking, tmp_path, monkeypatch):
-    """A fresh registry (this test promotes into it) whose champion was fitted in-process on a seeded
-    4,000-ride sample of January, as the old shipped sample was."""
-    _champion_env(monkeypatch, tmp_path)
-    return in_process_champion(n_train=4000)
-
-
 @pytest.fixture(scope='module')
 def _kept_registry(tmp_path_factory):
-    "The registry of `sample_champion`, made once for the tests that must leave it as it is; its URI."
+    """A registry whose champion was fitted in-process on a seeded 4,000-ride sample of January, as the old shipped
+    sample was; made once for the module. Returns dict(tracking_uri=...)."""
     tmp = tmp_path_factory.mktemp('kept-champion')
     with pytest.MonkeyPatch.context() as mp:
         uri = new_store(tmp)
@@ -37,13 +30,21 @@ def _kept_registry(tmp_path_factory):
         mp.chdir(tmp)
         _champion_env(mp, tmp)
         in_process_champion(n_train=4000)
-    return uri
+    return dict(tracking_uri=uri)
+
+
+@pytest.fixture
+def sample_champion(_kept_registry, tmp_path, monkeypatch):
+    "A private copy of that registry (`conftest.copy_store`): this test promotes into it."
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', copy_store(_kept_registry, tmp_path))
+    monkeypatch.chdir(tmp_path)  # the retrained model's files go to ./mlruns here
+    _champion_env(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def kept_champion(_kept_registry, tmp_path, monkeypatch):
-    "`sample_champion`'s registry, shared: for tests whose point is that nothing is promoted into it."
-    monkeypatch.setenv('MLFLOW_TRACKING_URI', _kept_registry)
+    "That registry itself, shared: for tests whose point is that nothing is promoted into it."
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', _kept_registry['tracking_uri'])
     _champion_env(monkeypatch, tmp_path)
 
 
