@@ -89,9 +89,10 @@ REAL_MONTHS := $(wildcard $(TAXI_DATA_DIR)/green_tripdata_2021-0[123].parquet)
 DATA_NBS = $(shell grep -l -E 'green:20[0-9][0-9]-[0-9][0-9]|shared/data|TAXI_DATA_DIR' nbs/*.ipynb | xargs -n1 basename | paste -sd'|')
 
 # Each test process runs on one OpenMP thread: on 2 cores, two processes each spinning 2 OpenMP threads made a
-# 3 s gbm fit take 60 s. Two notebooks at a time (a third gained nothing: 63 s either way); three pytest workers,
-# because a pytest worker often waits (a server starting, a pipeline's kernel): on 2 cores -n 3 took 6 min 42 s
-# where -n 2 took 7 min 40 s right before it (and 6 min 14 s against 7 min 35 s an hour earlier).
+# 3 s gbm fit take 60 s. Three pytest workers, because a pytest worker often waits (a server starting, a pipeline's
+# kernel): on 2 cores -n 3 took 6 min 42 s where -n 2 took 7 min 40 s right before it; a fourth made `make test`
+# slower (10 min 41 s against 9 min 2 s: more processes at once, more CPU). One notebook at a time beside them: the
+# notebook tests then fill the cores pytest leaves idle instead of competing with it in its first minutes.
 nbtest pytest: export OMP_NUM_THREADS = 1
 
 # The tests never read what a user set for their own work (a mirror, a tracking server, a model, folders): they run
@@ -103,13 +104,14 @@ WITHOUT_USER_SETTINGS := env $(addprefix -u ,$(USER_SETTINGS))
 NBS ?= nbs
 TESTS ?= tests
 PYTEST_WORKERS ?= 3
+NBTEST_WORKERS ?= 1
 
 nbtest:
 ifeq ($(words $(REAL_MONTHS)),3)
-	$(WITHOUT_USER_SETTINGS) $(BIN)/nbdev_test --n_workers 2 --path $(NBS)
+	$(WITHOUT_USER_SETTINGS) $(BIN)/nbdev_test --n_workers $(NBTEST_WORKERS) --path $(NBS)
 else
 	@echo "nbtest: the real 2021 green months are not in $(TAXI_DATA_DIR): skipping the notebooks that read them ($(DATA_NBS)); put them there (make run downloads them) or set TAXI_DATA_DIR to run them"
-	$(WITHOUT_USER_SETTINGS) $(BIN)/nbdev_test --n_workers 2 --path $(NBS) --skip_file_re '^($(DATA_NBS))$$'
+	$(WITHOUT_USER_SETTINGS) $(BIN)/nbdev_test --n_workers $(NBTEST_WORKERS) --path $(NBS) --skip_file_re '^($(DATA_NBS))$$'
 endif
 
 # -rs: the summary lists every skipped test with its reason (e.g. where the real months were looked for); --durations:

@@ -139,8 +139,8 @@ def trained_store(real_months, tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def small_model(real_months, tmp_path_factory):
-    """A model pipeline fitted in-process in a few seconds by the pipeline's own functions on 20,000 real
-    January rides, its interval calibrated on 10,000 February rides: what the HTTP tests serve."""
+    """A model pipeline fitted in-process in a few seconds by the pipeline's own functions on 8,000 real
+    January rides, its interval calibrated on 4,000 February rides: what the HTTP tests serve."""
     from taxi_duration.data import load
     from taxi_duration.features import featurize
     from taxi_duration.train import fit_candidate
@@ -148,8 +148,8 @@ def small_model(real_months, tmp_path_factory):
     def build(_):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv('TAXI_DATA_DIR', str(real_months))
-            feats = featurize(load('green:2021-01')[0].sample(20_000, random_state=0),
-                              load('green:2021-02')[0].sample(10_000, random_state=0), 'zones_time')
+            feats = featurize(load('green:2021-01')[0].sample(8_000, random_state=0),
+                              load('green:2021-02')[0].sample(4_000, random_state=0), 'zones_time')
             return fit_candidate(feats, 'gbm')[0]
     return built_once(tmp_path_factory, 'small-model', build)
 
