@@ -4,14 +4,15 @@
 
 # %% ../nbs/90_docs.ipynb #e81a4b3a
 from __future__ import annotations
-import argparse, fnmatch, html, os, re, shutil, sys, time
+import argparse, fnmatch, html, os, re, shutil, sys, tempfile, time
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['REAL_MONTHS', 'notebooks', 'page_name', 'summary', 'months_here', 'reads_months', 'wants_execution', 'output_html',
-           'cell_html', 'show_doc_outputs', 'render_notebook', 'stylesheet', 'page_html', 'build', 'map_screenshot',
-           'main']
+           'cell_html', 'show_doc_outputs', 'render_notebook', 'stylesheet', 'page_html', 'build', 'chromium',
+           'map_screenshot', 'main']
 
 # %% ../nbs/90_docs.ipynb #a3beb467
 REAL_MONTHS = tuple(f'green_tripdata_2021-0{m}.parquet' for m in (1, 2, 3))
@@ -299,20 +300,27 @@ def build(nbs='nbs', dest='_docs', execute='all', workers=2, log=print):
     return results
 
 # %% ../nbs/90_docs.ipynb #ddd59a4f
-def _chromium(width, height):
-    "A headless chromium WebDriver with a throw-away profile and no background traffic (selenium, offline)."
+@contextmanager
+def chromium(width: int=1000, height: int=900):
+    "A headless chromium WebDriver with a throw-away profile and no background traffic (selenium, offline); the tests' browser too."
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     browser, driver = shutil.which('chromium') or shutil.which('chromium-browser'), shutil.which('chromedriver')
     if not (browser and driver): raise RuntimeError('needs Debian packages chromium and chromium-driver')
     os.environ.setdefault('SE_OFFLINE', 'true')  # Selenium Manager never looks for downloads
+    profile = tempfile.mkdtemp(prefix='chromium-profile-')
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
     for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-              '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-extensions',
-              '--hide-scrollbars', f'--window-size={width},{height}'):
+              '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-default-apps',
+              '--disable-extensions', '--hide-scrollbars', f'--user-data-dir={profile}', f'--window-size={width},{height}'):
         opts.add_argument(a)
-    return webdriver.Chrome(options=opts, service=Service(executable_path=driver))
+    try:
+        d = webdriver.Chrome(options=opts, service=Service(executable_path=driver))
+        d.set_page_load_timeout(30)
+        try: yield d
+        finally: d.quit()
+    finally: shutil.rmtree(profile, ignore_errors=True)
 
 # %% ../nbs/90_docs.ipynb #896a919d
 def _small_png(png: bytes) -> bytes:
@@ -340,22 +348,21 @@ def map_screenshot(dest='images/map.png',      # where the PNG is written
     logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no line per request
     server = make_server('127.0.0.1', 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    driver = _chromium(width, 900)
     try:
-        driver.get(f'http://127.0.0.1:{server.port}/')
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script('return document.body.dataset.ready') == 'true')
-        driver.execute_script("choose('pu', arguments[0], false); choose('do', arguments[1], false);"
-                              "document.getElementById('pickup').value = arguments[2];"
-                              "document.getElementById('predict').click();", pu, do, pickup)
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script('return document.getElementById("result").dataset.minutes'))
-        shown = driver.execute_script('return document.getElementById("result").innerText')
-        bottom = driver.execute_script("return Math.ceil(document.getElementById('model').parentElement.getBoundingClientRect().bottom + window.scrollY)")
-        driver.execute_cdp_cmd('Emulation.setDeviceMetricsOverride',  # the window is the page down to the answer and its model
-                               dict(width=width, height=bottom + 16, deviceScaleFactor=1, mobile=False))
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        Path(dest).write_bytes(_small_png(driver.get_screenshot_as_png()))
+        with chromium(width, 900) as driver:
+            driver.get(f'http://127.0.0.1:{server.port}/')
+            WebDriverWait(driver, 30).until(lambda d: d.execute_script('return document.body.dataset.ready') == 'true')
+            driver.execute_script("choose('pu', arguments[0], false); choose('do', arguments[1], false);"
+                                  "document.getElementById('pickup').value = arguments[2];"
+                                  "document.getElementById('predict').click();", pu, do, pickup)
+            WebDriverWait(driver, 30).until(lambda d: d.execute_script('return document.getElementById("result").dataset.minutes'))
+            shown = driver.execute_script('return document.getElementById("result").innerText')
+            bottom = driver.execute_script("return Math.ceil(document.getElementById('model').parentElement.getBoundingClientRect().bottom + window.scrollY)")
+            driver.execute_cdp_cmd('Emulation.setDeviceMetricsOverride',  # the window is the page down to the answer and its model
+                                   dict(width=width, height=bottom + 16, deviceScaleFactor=1, mobile=False))
+            Path(dest).parent.mkdir(parents=True, exist_ok=True)
+            Path(dest).write_bytes(_small_png(driver.get_screenshot_as_png()))
     finally:
-        driver.quit()
         server.shutdown()
         if own: app.extensions['taxi_duration'].stop()
     return ' '.join(shown.split())

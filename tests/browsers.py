@@ -1,6 +1,6 @@
-"""Headless chromium for the tests that look at a page as a person would: Debian's chromium and chromium-driver,
-driven by Selenium, offline (Selenium Manager never looks for downloads)."""
-import contextlib, os, shutil, tempfile
+"""Headless chromium for the tests that look at a page as a person would: the library's browser (`docs.chromium`:
+Debian's chromium and chromium-driver, driven by Selenium, offline), skipped where it is missing."""
+import contextlib, os, shutil
 
 import pytest
 
@@ -18,21 +18,7 @@ def need_chromium():
 
 @contextlib.contextmanager
 def chromium(width: int=1000, height: int=900):
-    "A headless chromium WebDriver with a throw-away profile and no background traffic."
+    "`docs.chromium`: a headless chromium WebDriver with a throw-away profile and no background traffic."
     need_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    os.environ.setdefault('SE_OFFLINE', 'true')
-    profile = tempfile.mkdtemp(prefix='chromium-profile-')
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-              '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-default-apps',
-              '--disable-extensions', f'--user-data-dir={profile}', f'--window-size={width},{height}'):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=DRIVER))
-    driver.set_page_load_timeout(30)
-    try: yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    from taxi_duration.docs import chromium as library_chromium
+    with library_chromium(width, height) as driver: yield driver
