@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # What a user may have set for their own work (a mirror, a tracking server, a model, folders): no test reads it.
 USER_SETTINGS = ('TAXI_TLC_BASE_URL', 'TAXI_SAMPLE_DIR', 'TAXI_DURATION_NBS', 'MLFLOW_TRACKING_URI', 'MLFLOW_REGISTRY_URI',
                  'MODEL_URI', 'MODEL_CACHE_DIR', 'MONITORING_DIR', 'REFRESH_SECONDS', 'ALERT_WEBHOOK_URL', 'HOST', 'PORT')
+# What an outer `make` hands down to the commands it runs: a make a test starts (`make distclean` in a scratch folder)
+# must not inherit the outer command line, or `make test VENV=~/venvs/td` would hand it that VENV to delete.
+MAKE_SETTINGS = ('MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES')
 
 
 def project_data_dir(root: Path=ROOT, environ=os.environ) -> Path:
@@ -49,11 +52,11 @@ def have_real_months(n: int=3) -> bool:
 
 @pytest.fixture(scope='session', autouse=True)
 def _sample_dir(tmp_path_factory):
-    """For the whole session (module fixtures included): none of the user's own settings, specs resolve to
-    DATA_DIR, and `sample:` specs are drawn into a temp folder (never into a read-only data folder)."""
+    """For the whole session (module fixtures included): none of the user's own settings nor an outer make's, specs
+    resolve to DATA_DIR, and `sample:` specs are drawn into a temp folder (never into a read-only data folder)."""
     d = tmp_path_factory.mktemp('samples')
     with pytest.MonkeyPatch.context() as mp:
-        for name in USER_SETTINGS: mp.delenv(name, raising=False)
+        for name in USER_SETTINGS + MAKE_SETTINGS: mp.delenv(name, raising=False)
         mp.setenv('TAXI_SAMPLE_DIR', str(d))
         mp.setenv('TAXI_DATA_DIR', str(DATA_DIR))
         yield d
