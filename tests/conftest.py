@@ -14,9 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # What a user may have set for their own work (a mirror, a tracking server, a model, folders): no test reads it.
 USER_SETTINGS = ('TAXI_TLC_BASE_URL', 'TAXI_SAMPLE_DIR', 'TAXI_DURATION_NBS', 'MLFLOW_TRACKING_URI', 'MLFLOW_REGISTRY_URI',
                  'MODEL_URI', 'MODEL_CACHE_DIR', 'MONITORING_DIR', 'REFRESH_SECONDS', 'ALERT_WEBHOOK_URL', 'HOST', 'PORT')
-# What an outer `make` hands down to the commands it runs: a make a test starts (`make distclean` in a scratch folder)
-# must not inherit the outer command line, or `make test VENV=~/venvs/td` would hand it that VENV to delete.
+# What an outer `make` hands down to the commands it runs: a make a test starts (`make clean` in a scratch folder)
+# must not inherit the outer command line, or `make test VENV=~/venvs/td` would hand it that VENV to delete. make
+# puts a command line's variables in the environment too (and their names in MAKEFLAGS, after ' -- ').
 MAKE_SETTINGS = ('MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES')
+
+
+def outer_make_variables(environ=os.environ) -> tuple:
+    "The names of the variables set on an outer make's command line (`make test VENV=...` gives ('VENV',))."
+    assigns = environ.get('MAKEFLAGS', '').partition(' -- ')[2]
+    return tuple(a.split('=', 1)[0] for a in assigns.split() if '=' in a)
 
 
 def project_data_dir(root: Path=ROOT, environ=os.environ) -> Path:
@@ -56,7 +63,7 @@ def _sample_dir(tmp_path_factory):
     resolve to DATA_DIR, and `sample:` specs are drawn into a temp folder (never into a read-only data folder)."""
     d = tmp_path_factory.mktemp('samples')
     with pytest.MonkeyPatch.context() as mp:
-        for name in USER_SETTINGS + MAKE_SETTINGS: mp.delenv(name, raising=False)
+        for name in USER_SETTINGS + MAKE_SETTINGS + outer_make_variables(): mp.delenv(name, raising=False)
         mp.setenv('TAXI_SAMPLE_DIR', str(d))
         mp.setenv('TAXI_DATA_DIR', str(DATA_DIR))
         yield d

@@ -162,7 +162,8 @@ def checkout_litter(tmp_path):
 
 
 def make(folder, *targets):
-    return subprocess.run(['make', '--no-print-directory', *targets], cwd=folder, capture_output=True, text=True,
+    "`make TARGETS` in `folder`, its venv the folder's own (`clean` removes it: never another)."
+    return subprocess.run(['make', '--no-print-directory', 'VENV=.venv', *targets], cwd=folder, capture_output=True, text=True,
                           timeout=60, env={**os.environ, 'TAXI_DATA_DIR': str(folder / 'data')})
 
 

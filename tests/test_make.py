@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MAKE_SETTINGS, ROOT, project_data_dir
+from conftest import MAKE_SETTINGS, ROOT, outer_make_variables, project_data_dir
 
 HOSTILE = dict(TAXI_TLC_BASE_URL='http://127.0.0.1:9/a-mirror-of-the-users', MLFLOW_TRACKING_URI='http://127.0.0.1:9',
                TAXI_SAMPLE_DIR='/nonexistent/samples', MODEL_CACHE_DIR='/nonexistent/models')
@@ -59,5 +59,10 @@ def test_the_data_notebook_passes_with_the_users_own_tlc_mirror_set(real_months)
 
 
 def test_a_make_a_test_runs_gets_nothing_from_the_outer_make():
-    "Under `make test VENV=...` the tests' own makes (`distclean` in a scratch folder) see none of that command line."
+    "Under `make test VENV=...` the tests' own makes (`clean` in a scratch folder) see none of that command line."
     assert [k for k in MAKE_SETTINGS if k in os.environ] == []
+
+
+def test_the_outer_command_line_s_variables_are_named():
+    assert outer_make_variables({'MAKEFLAGS': 'j2 --jobserver-auth=fifo:/tmp/x -- VENV=/a/b TESTS=tests'}) == ('VENV', 'TESTS')
+    assert outer_make_variables({'MAKEFLAGS': 'j2'}) == ()
