@@ -204,8 +204,9 @@ def lab(tmp_path_factory):
     tmp, port, token = tmp_path_factory.mktemp('lab'), free_port(), 'test-token'
     env = {**{k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI'}, 'JUPYTER_TOKEN': token, 'JUPYTER_RUNTIME_DIR': str(tmp / 'runtime'),
            'JUPYTER_CONFIG_DIR': str(tmp / 'config'), 'JUPYTERLAB_WORKSPACES_DIR': str(tmp / 'ws')}
-    p = start(['make', '--no-print-directory', '-o', '.venv/.installed', '-o', '.venv/.installed-lab', 'lab',
-               f'LAB_PORT={port}'], url=f'http://127.0.0.1:{port}/api/status?token={token}', timeout=120, cwd=ROOT,
+    venv = sys.prefix  # the venv these tests run in, whatever VENV make test was given
+    p = start(['make', '--no-print-directory', f'VENV={venv}', '-o', f'{venv}/.installed', '-o', f'{venv}/.installed-lab',
+               'lab', f'LAB_PORT={port}'], url=f'http://127.0.0.1:{port}/api/status?token={token}', timeout=120, cwd=ROOT,
               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield dict(url=f'http://127.0.0.1:{port}', token=token)
     stop(p)
