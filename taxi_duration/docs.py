@@ -11,8 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['REAL_MONTHS', 'notebooks', 'page_name', 'summary', 'months_here', 'reads_months', 'wants_execution', 'output_html',
-           'cell_html', 'show_doc_outputs', 'render_notebook', 'stylesheet', 'page_html', 'build', 'chromium',
-           'map_screenshot', 'main']
+           'cell_html', 'show_doc_outputs', 'render_notebook', 'stylesheet', 'page_html', 'build', 'chromium_binaries',
+           'chromium', 'map_screenshot', 'main']
 
 # %% ../nbs/90_docs.ipynb #a3beb467
 REAL_MONTHS = tuple(f'green_tripdata_2021-0{m}.parquet' for m in (1, 2, 3))
@@ -300,12 +300,16 @@ def build(nbs='nbs', dest='_docs', execute='all', workers=2, log=print):
     return results
 
 # %% ../nbs/90_docs.ipynb #ddd59a4f
+def chromium_binaries() -> tuple:
+    "(chromium, chromedriver): Debian's browser and its driver on the PATH, None where one is missing."
+    return shutil.which('chromium') or shutil.which('chromium-browser'), shutil.which('chromedriver')
+
 @contextmanager
 def chromium(width: int=1000, height: int=900):
     "A headless chromium WebDriver with a throw-away profile and no background traffic (selenium, offline); the tests' browser too."
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    browser, driver = shutil.which('chromium') or shutil.which('chromium-browser'), shutil.which('chromedriver')
+    browser, driver = chromium_binaries()
     if not (browser and driver): raise RuntimeError('needs Debian packages chromium and chromium-driver')
     os.environ.setdefault('SE_OFFLINE', 'true')  # Selenium Manager never looks for downloads
     profile = tempfile.mkdtemp(prefix='chromium-profile-')
