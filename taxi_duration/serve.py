@@ -310,3 +310,7 @@ class GracefulThreadWorker(ThreadWorker):
         self.alive = True   # for gthread's own keep-alive branch; a request that sees True meanwhile is kept the same way
         try: super().finish_request(conn, fs)
         finally: self.alive = False
+
+    def wait_for_and_dispatch_events(self, timeout):
+        "As gthread's, but a second at most: while stopping, gthread would wait out the graceful timeout in one call."
+        super().wait_for_and_dispatch_events(min(timeout, 1.0))

@@ -2,7 +2,8 @@
 port opens only once the model is loaded (once, in the master), each worker profiles in a child of its own, idle
 clients cannot stall it, a worker killed with SIGKILL is replaced without failing later requests, a worker that
 restarts while the registry cannot give it its model serves the one it was forked with, errors about the whole body
-name it, and SIGTERM under keep-alive load leaves no request unanswered."""
+name it, SIGTERM closes an idle keep-alive connection after the keep-alive time, and SIGTERM under keep-alive load
+leaves no request unanswered."""
 import http.client
 import os
 import signal
@@ -209,10 +210,24 @@ def test_a_worker_restarting_without_the_registry_serves_the_model_it_was_forked
     assert 'still serving version 1' in (server['tmp'] / 'gunicorn.log').read_text()
 
 
+def test_sigterm_closes_an_idle_keep_alive_connection_after_the_keep_alive_time(server):
+    """A browser keeps its connection open after an answer. On SIGTERM the worker closes it once it has been idle for
+    the keep-alive time (gunicorn.conf.py: 5 s), as while serving; it does not hold the stop for the whole graceful
+    timeout (25 s)."""
+    conn = http.client.HTTPConnection('127.0.0.1', server['port'], timeout=60)
+    conn.request('GET', '/health')
+    r = conn.getresponse()
+    r.read()
+    answered = time.monotonic()
+    server['proc'].send_signal(signal.SIGTERM)
+    assert conn.sock.recv(1) == b''  # closed by the server, nothing sent
+    assert time.monotonic() - answered < 15
+
+
 def test_after_sigterm_every_profile_written_is_whole(server):
     "Workers killed with SIGKILL and their replacements: what any of them wrote is readable after a SIGTERM."
     from taxi_duration.profiles import read_view
-    server['proc'].send_signal(signal.SIGTERM)
+    server['proc'].send_signal(signal.SIGTERM)  # a second one, when the test above sent one: the stop goes on
     assert server['proc'].wait(timeout=60) == 0  # within gunicorn.conf.py's graceful_timeout
     files = list((server['tmp'] / 'monitoring').rglob('*.bin'))
     assert files
