@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .core import TaxiDurationError, atomic_path
 from .rides import RIDE_COLUMNS
-from .profiles import REJECTED, monitor_frame, monitoring_dir, profile
+from .profiles import REJECTED, import_whylogs, monitor_frame, monitoring_dir, profile
 
 # %% auto #0
 __all__ = ['log', 'LiveProfiler', 'profiling_child']
@@ -121,10 +121,9 @@ def status(self: LiveProfiler) -> dict:
 @patch
 def _window(self: LiveProfiler, key: tuple):
     "The open profile of window `key` = (window number, model version), created on first use."
-    from whylogs.core import DatasetProfile
     if key not in self._open:
         start = dt.datetime.fromtimestamp(key[0] * self.window_seconds, dt.timezone.utc)
-        self._open[key] = DatasetProfile(dataset_timestamp=start, metadata={
+        self._open[key] = import_whylogs().DatasetProfile(dataset_timestamp=start, metadata={
             'model_version': key[1], 'host': self._host, 'pid': str(self._pid),
             'window_seconds': str(self.window_seconds)})
     return self._open[key]

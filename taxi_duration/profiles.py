@@ -12,8 +12,9 @@ from .core import disable_telemetry
 from .rides import RIDE_COLUMNS
 
 # %% auto #0
-__all__ = ['ZONES', 'NUMERIC', 'FEATURES', 'PREDICTION', 'TARGET', 'REJECTED', 'monitoring_dir', 'zone_strings', 'pickup_hours',
-           'monitor_frame', 'profile', 'read_view', 'column', 'quantile_sketch', 'rows', 'merge_views', 'score_rides']
+__all__ = ['ZONES', 'NUMERIC', 'FEATURES', 'PREDICTION', 'TARGET', 'WHYLOGS_UNUSED', 'REJECTED', 'monitoring_dir', 'zone_strings',
+           'pickup_hours', 'monitor_frame', 'import_whylogs', 'profile', 'read_view', 'column', 'quantile_sketch',
+           'rows', 'merge_views', 'score_rides']
 
 # %% ../nbs/08_profiles.ipynb #50222791
 def monitoring_dir() -> Path:
@@ -64,14 +65,29 @@ def monitor_frame(rides,              # DataFrame or list of ride dicts (RIDE_CO
     if durations is not None: out[TARGET] = np.asarray(durations, dtype=float)
     return out
 
+# %% ../nbs/08_profiles.ipynb #2be41739
+WHYLOGS_UNUSED = ('sklearn.cluster', 'sklearn.decomposition', 'sklearn.metrics.pairwise')  # its embedding metrics'
+
+def import_whylogs():
+    "`whylogs.core`, imported with telemetry off and without the scikit-learn modules only whylogs' embedding metrics use."
+    import sys
+    disable_telemetry()
+    if 'whylogs' not in sys.modules:
+        hidden = [m for m in WHYLOGS_UNUSED if m not in sys.modules]
+        sys.modules.update(dict.fromkeys(hidden))  # None: importing it raises ImportError, and whylogs takes its stubs
+        try: import whylogs.core
+        finally:
+            for m in hidden:
+                if m in sys.modules and sys.modules[m] is None: del sys.modules[m]
+    import whylogs.core
+    return whylogs.core
+
 # %% ../nbs/08_profiles.ipynb #b739e7d1
 def profile(frame: pd.DataFrame,              # from monitor_frame
             timestamp: dt.datetime|None=None, # start of the data's time window
             metadata: dict|None=None):        # strings kept with the profile
     "A whylogs profile view of `frame`."
-    disable_telemetry()
-    from whylogs.core import DatasetProfile
-    p = DatasetProfile(dataset_timestamp=timestamp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    p = import_whylogs().DatasetProfile(dataset_timestamp=timestamp, metadata={k: str(v) for k, v in (metadata or {}).items()})
     if len(frame): p.track(pandas=frame)
     return p.view()
 
@@ -79,12 +95,11 @@ def profile(frame: pd.DataFrame,              # from monitor_frame
 def read_view(path  # a .bin file written by whylogs
              ):
     "A profile view from a `.bin` file (raises on a corrupt or truncated file)."
-    disable_telemetry()
     import logging
-    from whylogs.core.view.dataset_profile_view import DatasetProfileView
+    view = import_whylogs().DatasetProfileView
     log = logging.getLogger('whylogs'); level = log.level
     log.setLevel(logging.CRITICAL)  # whylogs logs a traceback before raising on bad files
-    try: return DatasetProfileView.deserialize(Path(path).read_bytes())
+    try: return view.deserialize(Path(path).read_bytes())
     finally: log.setLevel(level)
 
 # %% ../nbs/08_profiles.ipynb #cfe09ca1
