@@ -1,4 +1,4 @@
-"""Issue 8 (5), stretch: the logged tree model in a compiled runtime (treelite's GTIL), measured, not wired in.
+"""The logged tree model in a compiled runtime (treelite's GTIL), measured, not wired in.
 
     .venv/bin/python bench/compiled.py      # needs: pip install treelite  (4.8 here)
 

@@ -438,22 +438,31 @@ def test_a_full_disk_loses_no_ride_and_health_says_degraded(env, raw_march, tmp_
     assert written == len(rides)
 
 
-def _daily_profiles(raw, model, version, folder, broken_day=None):
-    "One profile file per day of `raw`, stamped with the day (as a service's windows would be); one day in km."
-    folder.mkdir(parents=True, exist_ok=True)
-    fr = live_frame(raw)
+def _daily_views(raw, model, version, km_day=None) -> dict:
+    """One profile view per day of `raw`, {stamp: view}, stamped with the day as a service's windows would be; with
+    `km_day`, that day's alone, its distances in km."""
+    fr, views = live_frame(raw), {}
     for day, g in fr.groupby(fr.pickup_datetime.dt.normalize()):
-        if day.day == broken_day: g = g.assign(trip_distance=g.trip_distance * 1.609344)
+        if km_day is not None:
+            if day.day != km_day: continue
+            g = g.assign(trip_distance=g.trip_distance * 1.609344)
         stamp = dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.timezone.utc)
-        view = profiles.profile(profiles.monitor_frame(g, profiles.score_rides(model, g)), timestamp=stamp,
-                                metadata={'model_version': version})
-        (folder / f'profile-v{version}-{stamp:%Y%m%d}.bin').write_bytes(view.serialize())
+        views[stamp] = profiles.profile(profiles.monitor_frame(g, profiles.score_rides(model, g)), timestamp=stamp,
+                                        metadata={'model_version': version})
+    return views
+
+
+def _write_views(views: dict, version, folder):
+    "One profile file per view, named as the service names them."
+    folder.mkdir(parents=True, exist_ok=True)
+    for stamp, view in views.items(): (folder / f'profile-v{version}-{stamp:%Y%m%d}.bin').write_bytes(view.serialize())
 
 
 def test_one_bad_day_among_many_alerts(env, reference, model, raw_march, tmp_path):
-    """Issue 9: merged over a month, one broken day reads as a small blip; judged on its own it fires.
+    """Merged over a month, one broken day reads as a small blip; judged on its own it fires.
     The recent window (the last day of the profiles' own timestamps) is judged separately."""
-    _daily_profiles(raw_march, model, reference.version, tmp_path / 'p', broken_day=10)
+    normal = _daily_views(raw_march, model, reference.version)
+    _write_views({**normal, **_daily_views(raw_march, model, reference.version, km_day=10)}, reference.version, tmp_path / 'p')
     merged = monitor.monitor_profiles(tmp_path / 'p', reference, window_hours=0)
     [distance] = [f for f in merged.findings if f.column == 'trip_distance' and f.kind == 'drift' and 'alone' not in f.note]
     assert distance.status == 'ok'
@@ -464,5 +473,5 @@ def test_one_bad_day_among_many_alerts(env, reference, model, raw_march, tmp_pat
     assert recent.window == 'last 24 h of the profiles'
     assert not recent.healthy
     healthy = tmp_path / 'healthy'
-    _daily_profiles(raw_march, model, reference.version, healthy)
+    _write_views(normal, reference.version, healthy)
     assert monitor.monitor_profiles(healthy, reference).healthy

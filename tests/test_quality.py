@@ -1,4 +1,4 @@
-"""Issue 8's quality bars on the real months: train green 2021-01, validate 2021-02, report 2021-03.
+"""The quality bars on the real months: train green 2021-01, validate 2021-02, report 2021-03.
 
 Measured on the champion the real pipeline trained (the session's `trained_store`), loaded back from MLflow by
 the project's safe loader: the bars hold for what is served, not for a copy fitted beside it.

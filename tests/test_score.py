@@ -47,7 +47,7 @@ def test_score_csv_and_file_without_dropoff(champion_env, march, tmp_path):
 
 
 def test_a_file_without_distances_is_scored_from_zones_and_times(champion_env, march, tmp_path):
-    "Issue 8: no distance column, or gaps in it: every ride is scored, with its range, saying the distance was not used."
+    "No distance column, or gaps in it: every ride is scored, with its range, saying the distance was not used."
     rides = march[['lpep_pickup_datetime', 'lpep_dropoff_datetime', 'PULocationID', 'DOLocationID', 'trip_distance']].head(200)
     rides.drop(columns='trip_distance').to_parquet(tmp_path / 'none.parquet')
     gaps = rides.copy()
