@@ -438,14 +438,10 @@ def test_a_full_disk_loses_no_ride_and_health_says_degraded(env, raw_march, tmp_
     assert written == len(rides)
 
 
-def _daily_views(raw, model, version, km_day=None) -> dict:
-    """One profile view per day of `raw`, {stamp: view}, stamped with the day as a service's windows would be; with
-    `km_day`, that day's alone, its distances in km."""
+def _daily_views(raw, model, version) -> dict:
+    "One profile view per day of `raw`, {stamp: view}, stamped with the day as a service's windows would be."
     fr, views = live_frame(raw), {}
     for day, g in fr.groupby(fr.pickup_datetime.dt.normalize()):
-        if km_day is not None:
-            if day.day != km_day: continue
-            g = g.assign(trip_distance=g.trip_distance * 1.609344)
         stamp = dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.timezone.utc)
         views[stamp] = profiles.profile(profiles.monitor_frame(g, profiles.score_rides(model, g)), timestamp=stamp,
                                         metadata={'model_version': version})
@@ -462,7 +458,9 @@ def test_one_bad_day_among_many_alerts(env, reference, model, raw_march, tmp_pat
     """Merged over a month, one broken day reads as a small blip; judged on its own it fires.
     The recent window (the last day of the profiles' own timestamps) is judged separately."""
     normal = _daily_views(raw_march, model, reference.version)
-    _write_views({**normal, **_daily_views(raw_march, model, reference.version, km_day=10)}, reference.version, tmp_path / 'p')
+    tenth = raw_march[raw_march.pickup_datetime.dt.day == 10]
+    in_km = _daily_views(tenth.assign(trip_distance=tenth.trip_distance * 1.609344), model, reference.version)
+    _write_views({**normal, **in_km}, reference.version, tmp_path / 'p')  # the 10th's file replaced by its km twin
     merged = monitor.monitor_profiles(tmp_path / 'p', reference, window_hours=0)
     [distance] = [f for f in merged.findings if f.column == 'trip_distance' and f.kind == 'drift' and 'alone' not in f.note]
     assert distance.status == 'ok'
