@@ -83,11 +83,19 @@ def import_whylogs():
     return whylogs.core
 
 # %% ../nbs/08_profiles.ipynb #b739e7d1
+def _schema(frame: pd.DataFrame):
+    "whylogs' schema for `frame`: float columns without NaN or infinity marked homogeneous (no per-value checks)."
+    from whylogs.core.preprocessing import ColumnProperties
+    return import_whylogs().DatasetSchema(types={
+        c: (float, ColumnProperties.homogeneous) for c in frame
+        if frame[c].dtype.kind == 'f' and np.isfinite(frame[c].to_numpy()).all()})
+
 def profile(frame: pd.DataFrame,              # from monitor_frame
             timestamp: dt.datetime|None=None, # start of the data's time window
             metadata: dict|None=None):        # strings kept with the profile
     "A whylogs profile view of `frame`."
-    p = import_whylogs().DatasetProfile(dataset_timestamp=timestamp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    p = import_whylogs().DatasetProfile(schema=_schema(frame), dataset_timestamp=timestamp,
+                                        metadata={k: str(v) for k, v in (metadata or {}).items()})
     if len(frame): p.track(pandas=frame)
     return p.view()
 
