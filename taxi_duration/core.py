@@ -9,10 +9,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TELEMETRY_OPT_OUT', 'MODEL_NAME', 'EXPERIMENT', 'REGISTRY_HTTP', 'LEASE_SECONDS', 'LEASE_TAKEN', 'BUSY_HINT',
-           'disable_telemetry', 'skip_iri_grammars', 'modified_env', 'forbid_pickle', 'TaxiDurationError',
-           'tracking_uri', 'bound_registry_calls', 'artifact_root', 'store_lock', 'registry_lease', 'retry_busy',
-           'ensure_experiment', 'atomic_path', 'git_commit']
+__all__ = ['TELEMETRY_OPT_OUT', 'PICKLE_SWITCHES', 'MODEL_NAME', 'EXPERIMENT', 'REGISTRY_HTTP', 'LEASE_SECONDS', 'LEASE_TAKEN',
+           'BUSY_HINT', 'disable_telemetry', 'skip_iri_grammars', 'modified_env', 'pickle_switch', 'forbid_pickle',
+           'TaxiDurationError', 'tracking_uri', 'bound_registry_calls', 'artifact_root', 'store_lock', 'registry_lease',
+           'retry_busy', 'ensure_experiment', 'atomic_path', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 TELEMETRY_OPT_OUT = {'MLFLOW_DISABLE_TELEMETRY': 'true', 'DO_NOT_TRACK': 'true', 'WHYLOGS_NO_ANALYTICS': '1'}
@@ -47,9 +47,18 @@ def modified_env(*delete: str,   # variables to remove for the block
             else: os.environ[k] = v
 
 # %% ../nbs/00_core.ipynb #3b9152ee
+PICKLE_SWITCHES = ('MLFLOW_ALLOW_MODEL_CODE_EXECUTION',    # MLflow 3.18 and later
+                   'MLFLOW_ALLOW_PICKLE_DESERIALIZATION')  # before 3.18; deprecated from it
+
+def pickle_switch() -> str:
+    "The variable that turns MLflow's own model deserialisation off, in the installed MLflow."
+    from importlib.metadata import version
+    return PICKLE_SWITCHES[0 if tuple(int(x) for x in version('mlflow').split('.')[:2]) >= (3, 18) else 1]
+
 def forbid_pickle():
     "Turn MLflow's own model deserialisation (pickle, cloudpickle, skops) off in this process and its children."
-    os.environ['MLFLOW_ALLOW_PICKLE_DESERIALIZATION'] = 'false'
+    for v in PICKLE_SWITCHES: os.environ.pop(v, None)  # 3.18 warns each time it reads the old one
+    os.environ[pickle_switch()] = 'false'
 
 # %% ../nbs/00_core.ipynb #f30689ee
 class TaxiDurationError(ValueError):

@@ -18,7 +18,7 @@ import pytest
 import logged_models
 from servers import free_port, start, stop
 from conftest import NO_DATA, ROOT, have_real_months, new_store
-from taxi_duration.core import TaxiDurationError, modified_env
+from taxi_duration.core import PICKLE_SWITCHES, TaxiDurationError, modified_env, pickle_switch
 
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
 
@@ -82,13 +82,13 @@ def test_load_model_refuses_types_the_project_does_not_trust(hostile, monkeypatc
 def test_load_model_loads_the_good_one_and_turns_mlflow_pickle_off(store, monkeypatch):
     from taxi_duration.registry import load_model
     monkeypatch.setenv('MLFLOW_TRACKING_URI', store['uri'])
-    monkeypatch.delenv('MLFLOW_ALLOW_PICKLE_DESERIALIZATION', raising=False)
+    for v in PICKLE_SWITCHES: monkeypatch.delenv(v, raising=False)
     model = load_model('models:/taxi-duration@champion')
     assert model.predict([RIDE]).shape == (1,)
-    assert os.environ['MLFLOW_ALLOW_PICKLE_DESERIALIZATION'] == 'false'
-    # with the flag off, even MLflow's own loader refuses the evil model, without running it
+    assert os.environ[pickle_switch()] == 'false'
+    # with the switch off, even MLflow's own loader refuses the evil model, without running it
     import mlflow
-    with pytest.raises(Exception, match='MLFLOW_ALLOW_PICKLE_DESERIALIZATION'):
+    with pytest.raises(Exception, match=pickle_switch()):
         mlflow.sklearn.load_model(f"models:/taxi-duration/{store['evil']}")
     assert not store['marker'].exists()
 
@@ -114,7 +114,7 @@ def _cli(*args, env):
 
 def _env(store, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=store['uri'])
-    env.pop('MLFLOW_ALLOW_PICKLE_DESERIALIZATION', None)
+    for v in PICKLE_SWITCHES: env.pop(v, None)
     return dict(env, **kw)
 
 
