@@ -107,7 +107,32 @@ def built_once(tmp_path_factory, name: str, build):
 
 
 def new_store(tmp: Path) -> str:
+    "The URI of a SQLite store in `tmp` that does not exist yet: the first MLflow client to open it creates it."
     return f'sqlite:///{tmp / "mlflow.db"}'
+
+
+@pytest.fixture(scope='session')
+def empty_store(tmp_path_factory):
+    """`empty_store(folder)`: a new, empty SQLite store in `folder`, as MLflow creates it; its URI. MLflow's schema
+    migrations take about a CPU-second for every new store, so the run creates one once and each test gets a copy
+    (its Default experiment's artifacts in `folder`, where MLflow would have put them). A test of creating a store
+    uses `new_store`."""
+    import sqlite3
+
+    def build(tmp):
+        from mlflow import MlflowClient
+        MlflowClient(new_store(tmp)).search_experiments()
+        return str(tmp / 'mlflow.db')
+    template = built_once(tmp_path_factory, 'empty-store', build)
+
+    def make(folder: Path) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(template) as src, sqlite3.connect(folder / 'mlflow.db') as dst:
+            src.backup(dst)
+            dst.execute('UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0',
+                        (str(folder / 'mlruns' / '0'),))
+        return new_store(folder)
+    return make
 
 
 def copy_store(store: dict, dest: Path) -> str:
@@ -121,16 +146,16 @@ def copy_store(store: dict, dest: Path) -> str:
 
 
 @pytest.fixture
-def tracking(tmp_path, monkeypatch):
+def tracking(empty_store, tmp_path, monkeypatch):
     "A fresh, empty MLflow tracking store for one test; its URI (also set in the environment)."
-    uri = new_store(tmp_path)
+    uri = empty_store(tmp_path)
     monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
     monkeypatch.chdir(tmp_path)
     return uri
 
 
 @pytest.fixture(scope='session')
-def trained_store(real_months, tmp_path_factory):
+def trained_store(real_months, empty_store, tmp_path_factory):
     """An MLflow store holding a champion trained once per session by the real pipeline on the full
     2021-01/02 months; skipped (with the reason) where they are absent.
     Returns the pipeline's outcome as a dict plus 'tracking_uri' and 'full' (True)."""
@@ -139,7 +164,7 @@ def trained_store(real_months, tmp_path_factory):
     from taxi_duration.pipeline import run_pipeline
 
     def build(tmp):
-        uri = new_store(tmp)
+        uri = empty_store(tmp)
         with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_TLC_BASE_URL='http://127.0.0.1:9/unreachable',
                           TAXI_DATA_DIR=str(real_months), TAXI_SAMPLE_DIR=str(tmp / 'samples')):
             res = run_pipeline('green:2021-01', 'green:2021-02', log=lambda s: None)
@@ -165,7 +190,7 @@ def small_model(real_months, tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
-def small_registry(small_model, tmp_path_factory):
+def small_registry(small_model, empty_store, tmp_path_factory):
     """An MLflow store with `small_model` registered as version 1 of taxi-duration, alias champion.
     Returns dict(tracking_uri=..., version='1')."""
     import mlflow
@@ -173,7 +198,7 @@ def small_registry(small_model, tmp_path_factory):
     from taxi_duration.train import SKOPS_TRUSTED
 
     def build(tmp):
-        uri = new_store(tmp)
+        uri = empty_store(tmp)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv('MLFLOW_TRACKING_URI', uri)
             mp.chdir(tmp)

@@ -97,14 +97,14 @@ CHILD = textwrap.dedent('''
 ''')
 
 
-def test_two_registrations_finishing_at_once_keep_the_better_champion(slices, tmp_path):
+def test_two_registrations_finishing_at_once_keep_the_better_champion(slices, empty_store, tmp_path):
     """The worse model reads "no champion" just before promoting and is slow to move the alias; the better one
     reads the champion meanwhile. Without the lock the worse one moves @champion last (seen in a manual run with
     `no_lock`); with it, the better one waits, sees the worse champion, beats it and is promoted."""
     from taxi_duration.data import load
     from taxi_duration.registry import score
     from taxi_duration.train import metrics
-    uri = new_store(tmp_path / 'store')
+    uri = empty_store(tmp_path / 'store')
     validation, vprov = load(slices['validation'])
     vpath = tmp_path / 'validation.parquet'
     validation.to_parquet(vpath)
@@ -165,12 +165,12 @@ def _hold_write_lock(db: Path, seconds: float|None=None):
     return t, release
 
 
-def test_a_busy_store_is_retried_and_then_named_not_a_raw_sql_error(tmp_path, monkeypatch):
+def test_a_busy_store_is_retried_and_then_named_not_a_raw_sql_error(empty_store, tmp_path, monkeypatch):
     """A store locked for 8 s by another writer: the write waits and succeeds. Locked for good: the error says what
     to do (fewer pipelines at once, or a server store), not SQLite's 'database is locked'."""
     from taxi_duration import core
     from taxi_duration.core import TaxiDurationError, ensure_experiment, retry_busy
-    uri = new_store(tmp_path)
+    uri = empty_store(tmp_path)
     monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
     ensure_experiment('first')                      # the store exists
     t, _ = _hold_write_lock(tmp_path / 'mlflow.db', 8)
@@ -189,12 +189,12 @@ def test_a_busy_store_is_retried_and_then_named_not_a_raw_sql_error(tmp_path, mo
     assert 'PostgreSQL' in str(e.value)
 
 
-def test_the_registry_lease_is_held_by_one_client_at_a_time(tmp_path):
+def test_the_registry_lease_is_held_by_one_client_at_a_time(empty_store, tmp_path):
     "Six clients contend for the registry lease on one store: each gets it, never two inside, nothing left behind."
     import threading
     from mlflow import MlflowClient
     from taxi_duration.core import registry_lease
-    uri = new_store(tmp_path)  # any store with a registry takes the lease the same way; the server is in test_team_tracking
+    uri = empty_store(tmp_path)  # any store with a registry takes the lease the same way; the server is in test_team_tracking
     MlflowClient(uri).search_registered_models()
     inside, most, errors = [], [], []
     def contend():
@@ -238,23 +238,23 @@ def refused_while_released(uri: str, monkeypatch) -> dict:
     return got
 
 
-def test_a_contender_refused_while_the_holder_releases_gets_the_lease(tmp_path, monkeypatch):
+def test_a_contender_refused_while_the_holder_releases_gets_the_lease(empty_store, tmp_path, monkeypatch):
     """MLflow's SQL store (SQLite here, PostgreSQL in test_team_tracking) words a refused create by reading the
     model again; released in between, the create fails with 'does not exist' (an IntegrityError in its traceback).
     The contender takes that as "taken a moment ago", tries again and gets the lease."""
     from mlflow import MlflowClient
-    uri = new_store(tmp_path)
+    uri = empty_store(tmp_path)
     MlflowClient(uri).search_registered_models()
     assert refused_while_released(uri, monkeypatch) == {'held': True}
     assert MlflowClient(uri).search_registered_models() == []
 
 
-def test_a_lease_read_without_its_age_is_waited_for_not_broken(tmp_path):
+def test_a_lease_read_without_its_age_is_waited_for_not_broken(empty_store, tmp_path):
     """MLflow reads a model's tags in a second query: a lease read while it changes hands can come back without its
     `since` tag. Such a lease is never taken for a dead one (deleting it could let two clients in)."""
     from mlflow import MlflowClient
     from taxi_duration.core import TaxiDurationError, registry_lease
-    uri = new_store(tmp_path)
+    uri = empty_store(tmp_path)
     c = MlflowClient(uri)
     c.create_registered_model('taxi-duration.lock.promotion')  # no tags, as such a read sees it
     with pytest.raises(TaxiDurationError, match='waited 0.5 s for the registry lease taxi-duration.lock.promotion'):

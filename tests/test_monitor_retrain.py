@@ -7,7 +7,7 @@ import pytest
 from taxi_duration.data import read_trips
 from taxi_duration.registry import champion
 
-from conftest import copy_store, new_store
+from conftest import copy_store
 from monitor_fixtures import SHARED_DATA, in_process_champion, run_cli, sample_file
 from scenarios import make_scenario
 
@@ -20,12 +20,12 @@ def _champion_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def _kept_registry(tmp_path_factory):
+def _kept_registry(empty_store, tmp_path_factory):
     """A registry whose champion was fitted in-process on a seeded 4,000-ride sample of January, as the old shipped
     sample was; made once for the module. Returns dict(tracking_uri=...)."""
     tmp = tmp_path_factory.mktemp('kept-champion')
     with pytest.MonkeyPatch.context() as mp:
-        uri = new_store(tmp)
+        uri = empty_store(tmp)
         mp.setenv('MLFLOW_TRACKING_URI', uri)
         mp.chdir(tmp)
         _champion_env(mp, tmp)

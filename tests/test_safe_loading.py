@@ -17,7 +17,7 @@ import pytest
 
 import logged_models
 from servers import free_port, start, stop
-from conftest import NO_DATA, ROOT, have_real_months, new_store
+from conftest import NO_DATA, ROOT, have_real_months
 from taxi_duration.core import PICKLE_SWITCHES, TaxiDurationError, modified_env, pickle_switch
 
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
@@ -35,10 +35,10 @@ def hand_made_rides(n: int = 200):
 
 
 @pytest.fixture(scope='module')
-def hostile(tmp_path_factory):
+def hostile(empty_store, tmp_path_factory):
     "A store with v1 cloudpickle evil (@evil, @champion) and v2 skops with a type we do not trust (@untrusted)."
     tmp = tmp_path_factory.mktemp('hostile')
-    uri, marker = new_store(tmp), tmp / 'PWNED'
+    uri, marker = empty_store(tmp), tmp / 'PWNED'
     with modified_env(MLFLOW_TRACKING_URI=uri):
         evil = logged_models.register(logged_models.log_evil(marker), alias='evil')
         logged_models.move_alias(evil)
@@ -48,12 +48,12 @@ def hostile(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def store(tmp_path_factory):
+def store(empty_store, tmp_path_factory):
     "A store with v1 good (@champion, trained on a slice of a real month) and v2 cloudpickle evil (@evil)."
     if not have_real_months(1): pytest.skip(NO_DATA)
     from conftest import SHARED_DATA
     tmp = tmp_path_factory.mktemp('safe')
-    uri, marker = new_store(tmp), tmp / 'PWNED'
+    uri, marker = empty_store(tmp), tmp / 'PWNED'
     with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_DATA_DIR=str(SHARED_DATA)):
         good = logged_models.register(logged_models.log_good(logged_models.real_rides('01', 3000)))
         evil = logged_models.register(logged_models.log_evil(marker), alias='evil')

@@ -17,7 +17,7 @@ import pytest
 
 import logged_models
 from servers import free_port, start, stop
-from conftest import NO_DATA, ROOT, SHARED_DATA, have_real_months, new_store
+from conftest import NO_DATA, ROOT, SHARED_DATA, have_real_months
 from taxi_duration.core import modified_env
 
 IGNORE = shutil.ignore_patterns('.git', '__pycache__', '*.egg-info', 'build', 'dist', '.venv', 'mlruns', 'mlflow.db',
@@ -77,10 +77,10 @@ def test_the_cli_runs_and_pipeline_says_it_needs_the_notebooks(venv, tmp_path):
     assert line.startswith('taxi-duration: error: the step notebooks are not in'), line
 
 
-def test_the_service_runs_from_the_wheel_on_a_model_trained_here(venv, tmp_path):
+def test_the_service_runs_from_the_wheel_on_a_model_trained_here(venv, empty_store, tmp_path):
     import requests
     if not have_real_months(1): pytest.skip(NO_DATA)
-    uri = new_store(tmp_path / 'store')
+    uri = empty_store(tmp_path / 'store')
     with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_DATA_DIR=str(SHARED_DATA)):
         logged_models.register(logged_models.log_good(logged_models.real_rides('01', 3000)))
     port = free_port()
