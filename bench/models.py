@@ -18,7 +18,8 @@ import numpy as np, pandas as pd
 from taxi_duration.data import load
 from taxi_duration.features import featurize
 from taxi_duration.rides import RIDE_COLUMNS
-from taxi_duration.train import MODELS, DEFAULT_ALPHA, fit_candidate, interval_metrics, metrics, predict
+from taxi_duration.models import DEFAULT_ALPHA, MODELS
+from taxi_duration.train import fit_candidate, interval_metrics, metrics, predict
 
 
 def coverage_table(y, p) -> pd.DataFrame:

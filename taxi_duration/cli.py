@@ -8,6 +8,7 @@ import argparse, difflib, os, sys
 from pathlib import Path
 import taxi_duration
 from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError
+from .models import DEFAULT_MODEL, MODELS
 
 # %% auto #0
 __all__ = ['COMMANDS', 'serve_address', 'serve_command', 'parser', 'main']
@@ -21,7 +22,7 @@ def _flag(p, name, **kw):
 def _pipeline_args(p):
     _flag(p, 'train_data', default='green:2021-01', help='path (parquet/csv) or spec like green:2021-01 (default %(default)s)')
     _flag(p, 'validation_data', default='green:2021-02', help='path or spec (default %(default)s)')
-    _flag(p, 'model', default='gbm', help='linear, lasso, ridge or gbm (default %(default)s)')
+    _flag(p, 'model', default=DEFAULT_MODEL, help=f"{', '.join(MODELS)} (default %(default)s)")
     _flag(p, 'alpha', default=None, help='regularisation; a,b,c sweeps and keeps the best')
     _flag(p, 'experiment', default=EXPERIMENT, help='MLflow experiment (default %(default)s)')
     _flag(p, 'model_name', default=MODEL_NAME, help='registered model (default %(default)s)')

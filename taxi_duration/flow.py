@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, datetime as dt, os, re
 from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError
+from .models import DEFAULT_MODEL, MODELS
 
 # %% auto #0
 __all__ = ['PREFECT_OPT_OUT', 'FIRST_MONTH', 'RETRIED_STEPS', 'MONTHLY_CRON', 'prefect_env', 'parse_month', 'shift',
@@ -92,7 +93,7 @@ def pipeline_flow(train_data: str|None=None,      # path or spec; default: month
                   validation_data: str|None=None, # default: month N-1
                   monitor_data: str|None=None,    # completed rides to judge after registering (default N-1 with run_month)
                   run_month: str|None=None,       # YYYY-MM; default: the scheduled month when neither data is given
-                  model: str='gbm', service: str='green',
+                  model: str=DEFAULT_MODEL, service: str='green',
                   experiment: str=EXPERIMENT, model_name: str=MODEL_NAME) -> dict:
     "The body of the Prefect flow `taxi-duration`: the pipeline's steps as tasks, then the monitor; the outcome."
     from prefect import get_run_logger, task
@@ -147,7 +148,7 @@ def taxi_flow():
 # %% ../nbs/21_flow.ipynb #b11e4aa4
 MONTHLY_CRON = '0 6 3 * *'
 
-def deployment(cron: str=MONTHLY_CRON, model: str='gbm', service: str='green'):
+def deployment(cron: str=MONTHLY_CRON, model: str=DEFAULT_MODEL, service: str='green'):
     "The monthly deployment of the flow (Prefect `RunnerDeployment`)."
     return taxi_flow().to_deployment(name='monthly', cron=cron, parameters=dict(model=model, service=service),
                                      description='train on N-2, validate on N-1, monitor N-1, every month')
@@ -162,7 +163,7 @@ def month_range(first: str, last: str) -> list[str]:
     return [f'{y}-{m:02d}' for y, m in out]
 
 # %% ../nbs/21_flow.ipynb #2c9a92f1
-def backfill(first: str, last: str, model: str='gbm', service: str='green', monitor: bool=True,
+def backfill(first: str, last: str, model: str=DEFAULT_MODEL, service: str='green', monitor: bool=True,
              experiment: str=EXPERIMENT, model_name: str=MODEL_NAME, log=print) -> list[dict]:
     "Run the flow for each run month from `first` to `last`; the outcomes."
     plan = [months_for(m, service) for m in month_range(first, last)]  # every month checked first, before Prefect
@@ -186,7 +187,7 @@ def add_flow_args(p):
     p.add_argument('--monitor_data', '--monitor-data', dest='monitor_data', default=None,
                    help='completed rides to check with the monitor after registering (default: none)')
     p.add_argument('--month', default=None, help='run month N (YYYY-MM) instead of data: train N-2, validate N-1, monitor N-1')
-    p.add_argument('--model', default='gbm', help='linear, lasso, ridge or gbm (default %(default)s)')
+    p.add_argument('--model', default=DEFAULT_MODEL, help=f"{', '.join(MODELS)} (default %(default)s)")
     p.add_argument('--service', default='green', help='TLC service for --month (default %(default)s)')
     p.add_argument('--experiment', default=EXPERIMENT); p.add_argument('--model_name', '--model-name', dest='model_name', default=MODEL_NAME)
     p.add_argument('--serve', action='store_true', help='register the monthly deployment and run its schedule (needs PREFECT_API_URL)')
@@ -197,7 +198,7 @@ def add_backfill_args(p):
     "Add the arguments of `taxi-duration backfill` to the (sub)parser `p`."
     p.add_argument('--from', dest='first', required=True, help='first run month, YYYY-MM')
     p.add_argument('--to', dest='last', required=True, help='last run month, YYYY-MM')
-    p.add_argument('--model', default='gbm'); p.add_argument('--service', default='green')
+    p.add_argument('--model', default=DEFAULT_MODEL); p.add_argument('--service', default='green')
     p.add_argument('--no-monitor', dest='monitor', action='store_false', help='skip the monitor task')
     p.add_argument('--experiment', default=EXPERIMENT); p.add_argument('--model_name', '--model-name', dest='model_name', default=MODEL_NAME)
     return p

@@ -56,7 +56,7 @@ def start_run(tracking_uri: str, experiment: str, model: str, alpha: str, train_
              ) -> str:
     "Check the arguments, then open the pipeline's MLflow run tagged with the KFP run; its id."
     from taxi_duration.data import resolve, sha256
-    from taxi_duration.train import check_model, parse_alphas
+    from taxi_duration.models import check_model, parse_alphas
     check_model(model); parse_alphas(model, alpha or None)
     check_data(train_data, validation_data)
     if sha256(resolve(train_data)) == sha256(resolve(validation_data)):
@@ -105,7 +105,7 @@ def make_pipeline(image: str=IMAGE  # where the components run: an image built f
     def vectorise(prepared: Input[Dataset], model: str, run_id: str, tracking_uri: str, features: Output[Dataset]):
         "Step 02_features (vectorise)."
         from taxi_duration.kubeflow import run_step
-        from taxi_duration.train import MODELS
+        from taxi_duration.models import MODELS
         run_step('02_features', dict(feature_kind=MODELS[model]), [prepared.path], features.path, run_id, tracking_uri)
 
     @comp

@@ -11,7 +11,7 @@ import taxi_duration
 from .core import (BUSY_HINT, EXPERIMENT, MODEL_NAME, TaxiDurationError, _is_busy, _without_password,
                                 ensure_experiment, retry_busy, tracking_uri)
 from .data import DownloadUnavailable, TLC_HOST, data_dir, parse_spec, resolve, sha256, tlc_url
-from .train import DEFAULT_MODEL, MODELS, check_model, parse_alphas
+from .models import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
 # %% auto #0
 __all__ = ['STEPS', 'STEP_TAG', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'check_tracking', 'PipelineResult',

@@ -18,37 +18,13 @@ from sklearn.pipeline import Pipeline
 from .data import MIN_MINUTES
 from .core import EXPERIMENT, TaxiDurationError, ensure_experiment, git_commit, tracking_uri
 from .features import DISTANCE, featurize, make_featurizer, mask_distance
+from .models import DEFAULT_ALPHA, DEFAULT_MODEL, MODELS, check_model, parse_alphas
 from .rides import RIDE_COLUMNS, ride_inputs
 
 # %% auto #0
-__all__ = ['MODELS', 'DEFAULT_MODEL', 'DEFAULT_ALPHA', 'SKOPS_TRUSTED', 'check_model', 'parse_alphas', 'floored',
-           'IntervalRegressor', 'make_estimator', 'metrics', 'interval_metrics', 'plot_predictions', 'fit_candidate',
-           'Prediction', 'model_features', 'predict', 'log_provenance', 'log_candidate', 'train_and_log']
-
-# %% ../nbs/03_train.ipynb #927e534c
-MODELS = {'linear': 'course', 'lasso': 'course', 'ridge': 'course', 'gbm': 'zones_time'}  # model -> feature kind
-DEFAULT_MODEL = 'gbm'
-DEFAULT_ALPHA = {'linear': None, 'lasso': 0.0001, 'ridge': 0.1, 'gbm': 0.0}
-
-def check_model(model: str) -> str:
-    "`model`, if it is one we know."
-    if model not in MODELS: raise TaxiDurationError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
-    return model
-
-def parse_alphas(model: str, alpha=None) -> list:
-    "The alphas to try: None/'' for the default, a number, or a comma-separated sweep."
-    check_model(model)
-    if alpha is None or (isinstance(alpha, str) and not alpha.strip()): return [DEFAULT_ALPHA[model]]
-    if model == 'linear': raise TaxiDurationError("model 'linear' has no alpha; use ridge or lasso to regularise")
-    out = []
-    for a in (alpha.split(',') if isinstance(alpha, str) else [alpha]):
-        try: a = float(a)
-        except (TypeError, ValueError): raise TaxiDurationError(f"alpha must be a number, got {a!r}") from None
-        if not math.isfinite(a) or a < 0: raise TaxiDurationError(f"alpha must be a finite number >= 0, got {a}")
-        if a == 0 and model == 'lasso': raise TaxiDurationError("lasso needs alpha > 0 (alpha 0 is 'linear')")
-        out.append(a)
-    if len(set(out)) != len(out): raise TaxiDurationError(f"alpha sweep lists a value twice: {alpha}")
-    return out
+__all__ = ['SKOPS_TRUSTED', 'floored', 'IntervalRegressor', 'make_estimator', 'metrics', 'interval_metrics', 'plot_predictions',
+           'fit_candidate', 'Prediction', 'model_features', 'predict', 'log_provenance', 'log_candidate',
+           'train_and_log']
 
 # %% ../nbs/03_train.ipynb #f2016c50
 def floored(minutes,          # predicted minutes
