@@ -10,6 +10,7 @@ import json, os, shutil, tempfile, time
 from pathlib import Path
 from typing import NamedTuple
 from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError, ensure_experiment, retry_busy
+from .models import DEFAULT_MODEL
 from .pipeline import check_data, notebooks_dir, step_notebook
 
 # %% ../nbs/23_kubeflow.ipynb #c6b0a30a
@@ -128,7 +129,7 @@ def make_pipeline(image: str=IMAGE  # where the components run: an image built f
 
     @dsl.pipeline(name=PIPELINE_NAME, description='load & prepare -> vectorise -> train -> evaluate & register (MLflow)')
     def taxi_duration(tracking_uri: str,  # the team's MLflow server: required, no default could be right
-                      train_data: str='green:2021-01', validation_data: str='green:2021-02', model: str='gbm',
+                      train_data: str='green:2021-01', validation_data: str='green:2021-02', model: str=DEFAULT_MODEL,
                       alpha: str='', experiment: str=EXPERIMENT, model_name: str=MODEL_NAME) -> NamedTuple('Outcome', [('version', str), ('promoted', bool)]):
         p = load_prepare(train_data=train_data, validation_data=validation_data, model=model, alpha=alpha,
                          tracking_uri=tracking_uri, experiment=experiment,

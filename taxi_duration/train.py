@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from .data import MIN_MINUTES
 from .core import EXPERIMENT, TaxiDurationError, ensure_experiment, git_commit, tracking_uri
 from .features import DISTANCE, featurize, make_featurizer, mask_distance
-from .models import DEFAULT_ALPHA, DEFAULT_MODEL, MODELS, check_model, parse_alphas
+from .models import DEFAULT_ALPHA, MODELS, check_model, parse_alphas
 from .rides import RIDE_COLUMNS, ride_inputs
 
 # %% auto #0
