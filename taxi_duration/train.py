@@ -198,6 +198,15 @@ def _pip_requirements():
             f'skops=={skops.__version__}', 'taxi-duration']
 
 # %% ../nbs/03_train.ipynb #bf44799b
+def _log_input(ds, context: str):
+    """`mlflow.log_input`, once more if another run inserted the same dataset between MLflow's look for it and its own
+    insert (two pipelines on one month at once): the second call finds it and links this run to it."""
+    import mlflow
+    try: mlflow.log_input(ds, context=context)
+    except Exception as e:
+        if 'dataset_pk' not in str(e) and 'UNIQUE constraint failed: datasets' not in str(e): raise
+        mlflow.log_input(ds, context=context)
+
 def log_provenance(provenance: dict, frames: dict|None=None):
     "Record where the data came from in the active run (params, and dataset inputs when frames are given)."
     import mlflow, warnings
@@ -209,7 +218,7 @@ def log_provenance(provenance: dict, frames: dict|None=None):
                 warnings.filterwarnings('ignore', message='The specified dataset source can be interpreted')
                 ds = mlflow.data.from_pandas(frames[role][RIDE_COLUMNS + ['duration']], source=p['path'],
                                              name=p['source'], targets='duration', digest=p['sha256'][:16])
-            mlflow.log_input(ds, context='training' if role == 'train' else role)
+            _log_input(ds, 'training' if role == 'train' else role)
     mlflow.set_tag('data_is_sample', str(any(p['sample'] for p in provenance.values())).lower())
     commit = git_commit(Path(__file__).parent if '__file__' in globals() else '.')
     if commit: mlflow.set_tag('mlflow.source.git.commit', commit)

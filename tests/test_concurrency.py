@@ -260,3 +260,36 @@ def test_a_lease_read_without_its_age_is_waited_for_not_broken(empty_store, tmp_
     with pytest.raises(TaxiDurationError, match='waited 0.5 s for the registry lease taxi-duration.lock.promotion'):
         with registry_lease(uri, 'promotion', wait=0.5): pass
     assert c.get_registered_model('taxi-duration.lock.promotion').tags == {}
+
+
+def test_a_dataset_another_run_inserts_meanwhile_is_linked_not_an_error(empty_store, tmp_path, monkeypatch):
+    """MLflow looks for a run's dataset, then inserts it: two pipelines on the same month at once can both miss it, and
+    the second insert failed the pipeline (seen on PostgreSQL through the server). Here the other run's dataset is in the
+    store while this run's look misses it, as in that race: the provenance is logged and the run linked to the dataset."""
+    import mlflow, sqlalchemy.orm
+    from mlflow.store.tracking.dbmodels.models import SqlDataset
+    from taxi_duration.core import ensure_experiment
+    from taxi_duration.rides import RIDE_COLUMNS
+    from taxi_duration.train import log_provenance
+    uri = empty_store(tmp_path)
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
+    frame = pd.DataFrame({'pickup_datetime': pd.to_datetime(['2021-01-04 08:00', '2021-01-04 09:00']),
+                          'PULocationID': [74, 75], 'DOLocationID': [41, 42], 'trip_distance': [2.5, 1.0],
+                          'duration': [12.0, 7.0]})[RIDE_COLUMNS + ['duration']]
+    prov = {'train': dict(source='green:2021-01', sha256='a' * 64, path=str(tmp_path / 'month.parquet'), rows_raw=2,
+                          rows_kept=2, sample=False)}
+    experiment = ensure_experiment('race')
+    with mlflow.start_run(experiment_id=experiment):  # the other pipeline, first to insert
+        log_provenance(prov, {'train': frame})
+    real_all, missed = sqlalchemy.orm.Query.all, []
+    def look(query):  # this run's look for the dataset misses it once
+        if not missed and query.column_descriptions[0]['entity'] is SqlDataset:
+            missed.append(True)
+            return []
+        return real_all(query)
+    monkeypatch.setattr(sqlalchemy.orm.Query, 'all', look)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        log_provenance(prov, {'train': frame})
+    assert missed == [True]
+    [linked] = mlflow.MlflowClient(uri).get_run(run.info.run_id).inputs.dataset_inputs
+    assert linked.dataset.name == 'green:2021-01'
