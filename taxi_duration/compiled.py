@@ -95,7 +95,7 @@ def _sample_rides(n: int=2000, seed: int=0) -> list[dict]:
             for i, (a, b, d, m) in enumerate(zip(rng.integers(1, 266, n), rng.integers(1, 266, n),
                                                  rng.exponential(3, n).round(2), rng.integers(0, 7 * 24 * 60, n)))]
 
-def _twin(step):
+def _faster_step(step):
     "A step's faster twin: PairGeometry, DenseVectorizer (a dense one of numbers only) or RideRecords; else the step."
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.preprocessing import FunctionTransformer
@@ -137,7 +137,7 @@ def accelerate(model   # a loaded pipeline
         trees, (name, last) = TreeliteTrees(treelite.sklearn.import_model(hgb)), model.steps[-1]
         if last is hgb: fast_last = trees
         else: fast_last = copy(last); fast_last.estimator_ = trees
-        fast = Pipeline([(n, _twin(s)) for n, s in model.steps[:-1]] + [(name, fast_last)])
+        fast = Pipeline([(n, _faster_step(s)) for n, s in model.steps[:-1]] + [(name, fast_last)])
         rides = _sample_rides()
         if not np.array_equal(_features(fast, rides), _features(model, rides), equal_nan=True):
             raise ValueError('the twin steps give other features')

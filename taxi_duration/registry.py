@@ -139,7 +139,7 @@ class Registered:
     champion_rmse_how: str       # whether that figure was logged or scored again
 
 # %% ../nbs/04_registry.ipynb #e773bbcd
-def _judge(current, rmse: float, validation: pd.DataFrame, val_sha: str, name: str) -> tuple:
+def _against_champion(current, rmse: float, validation: pd.DataFrame, val_sha: str, name: str) -> tuple:
     "The champion's RMSE, how it was obtained, and the decision of a challenger with `rmse` against it."
     champ_rmse, how = champion_rmse(current, validation, val_sha, name) if current else (None, '')
     return (champ_rmse, how, *decide(rmse, champ_rmse))
@@ -168,7 +168,7 @@ def register(candidate: dict,            # run_id, model_uri, rmse, ... from the
                                 f"{candidate['rmse']:.6f} measured in training: not registered")
     val_sha = provenance['validation']['sha256']
     current = champion(name)
-    champ_rmse, how, promote, reason = _judge(current, m['rmse'], validation, val_sha, name)  # before any write
+    champ_rmse, how, promote, reason = _against_champion(current, m['rmse'], validation, val_sha, name)  # before any write
     c = client()
     tags = {'validation_rmse': repr(m['rmse']), 'validation_sha256': val_sha,
             'validation_data': provenance['validation']['source'], 'train_data': provenance['train']['source'],
@@ -181,7 +181,7 @@ def register(candidate: dict,            # run_id, model_uri, rmse, ... from the
         latest = champion(name)
         if getattr(latest, 'version', None) != getattr(current, 'version', None):
             current = latest  # another pipeline promoted a model while this one was measuring
-            try: champ_rmse, how, promote, reason = _judge(current, m['rmse'], validation, val_sha, name)
+            try: champ_rmse, how, promote, reason = _against_champion(current, m['rmse'], validation, val_sha, name)
             except TaxiDurationError as e:
                 promote, reason = False, f'the champion changed meanwhile and cannot be compared: {e}'
         decision = ('promoted: ' if promote else 'kept champion: ') + reason

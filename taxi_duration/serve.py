@@ -138,7 +138,7 @@ def _routes(app, served, hooks, on_health=None):
     def _refresh(): served.ensure_refreshing()
 
     @app.post('/predict')
-    def predict_():
+    def predict_rides():
         if not request.is_json:
             return _json({'error': 'send the ride as JSON with Content-Type: application/json '
                                    f'(got {(request.mimetype or "none")[:60]})', 'field': 'body'}, 415)
@@ -166,10 +166,10 @@ def _routes(app, served, hooks, on_health=None):
         return _json(body)
 
     @app.get('/zones')
-    def zones_(): return _document(served.current.zones, 'a zone table')
+    def zone_table(): return _document(served.current.zones, 'a zone table')
 
     @app.get('/zones/shapes')
-    def shapes(): return _document(served.current.shapes, 'zone shapes')
+    def zone_shapes(): return _document(served.current.shapes, 'zone shapes')
 
     @app.get('/')
     def index():
@@ -197,7 +197,7 @@ def _error_handlers(app):
         return resp
 
     @app.errorhandler(Exception)
-    def _bug(e):
+    def _unexpected_error(e):
         log.exception('unexpected error (a bug: please report it)')
         return _json({'error': 'internal error; it has been logged'}, 500)
 

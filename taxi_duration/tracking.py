@@ -131,16 +131,16 @@ def main(argv=None) -> int:
     p.add_argument('--dir', default='team', help='folder for pgdata/ and artifacts/ (default %(default)s)')
     p.add_argument('--port', type=int, default=5000); p.add_argument('--pg-port', type=int, default=5433)
     p.add_argument('--host', default='127.0.0.1'); p.add_argument('--workers', type=int, default=2)
-    a = p.parse_args(argv)
-    d = Path(a.dir).resolve()
-    uri = start_postgres(d/'pgdata', a.pg_port)
+    args = p.parse_args(argv)
+    folder = Path(args.dir).resolve()
+    uri = start_postgres(folder/'pgdata', args.pg_port)
     try:
-        srv = start_server(uri, d/'artifacts', a.port, a.host, a.workers, log=sys.stderr)
-        print(f"backend {uri}; artifacts {d/'artifacts'}\nexport MLFLOW_TRACKING_URI=http://{a.host}:{a.port}", flush=True)
+        srv = start_server(uri, folder/'artifacts', args.port, args.host, args.workers, log=sys.stderr)
+        print(f"backend {uri}; artifacts {folder/'artifacts'}\nexport MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
         try: srv.wait()
         except KeyboardInterrupt: pass
         finally: stop_server(srv)
-    finally: stop_postgres(d/'pgdata')
+    finally: stop_postgres(folder/'pgdata')
     return 0
 
 if __name__ == '__main__' and 'IPython' not in sys.modules: sys.exit(main())  # not when the notebook runs
