@@ -38,6 +38,14 @@ def _skip_or_fail(why: str):
     pytest.skip(why)
 
 
+def _ran(cmd: list, check=True, **kw) -> subprocess.CompletedProcess:
+    "`cmd` run with its output captured; when `check` and it fails, the test fails with the end of its stderr."
+    done = subprocess.run(cmd, text=True, capture_output=True, **kw)
+    if check and done.returncode != 0:  # a bare exit status hides the cause (a full disk showed as podman's 125)
+        pytest.fail(f"{' '.join(map(str, cmd[:3]))} exited {done.returncode}: {done.stderr.strip()[-1500:]}", pytrace=False)
+    return done
+
+
 @pytest.fixture(scope='session')
 def podman():
     "A function running podman with this machine's settings; skip (fail under CI) where it cannot run."
@@ -48,7 +56,7 @@ def podman():
     env = dict(os.environ, CONTAINERS_CONF=str(CACHE / 'containers.conf'))
 
     def run(*args, check=True, **kw):
-        return subprocess.run(['podman', *args], env=env, check=check, text=True, capture_output=True, **kw)
+        return _ran(['podman', *args], check=check, env=env, **kw)
     info = run('info', check=False)
     if info.returncode != 0: _skip_or_fail(f"podman cannot run here: {info.stderr.strip()[-300:]}")
     return run
@@ -68,8 +76,8 @@ def base_image(podman):
     "A Debian bookworm base with python3 and python3-venv, made once with mmdebstrap and imported into podman."
     if podman('image', 'exists', BASE, check=False).returncode == 0: return BASE
     tar = CACHE / 'rootfs.tar'
-    subprocess.run(['mmdebstrap', '--variant=minbase', '--mode=root', '--include=python3,python3-venv,ca-certificates',
-                    'bookworm', str(tar), f'deb {_debian_mirror()} bookworm main'], check=True, capture_output=True)
+    _ran(['mmdebstrap', '--variant=minbase', '--mode=root', '--include=python3,python3-venv,ca-certificates',
+          'bookworm', str(tar), f'deb {_debian_mirror()} bookworm main'])
     podman('import', str(tar), BASE)
     tar.unlink()
     return BASE
@@ -79,8 +87,7 @@ def base_image(podman):
 def image(podman, base_image):
     "The project's Dockerfile built offline: wheels downloaded on the host, the build itself without network."
     wheels = CACHE / 'wheels'
-    subprocess.run([sys.executable, '-m', 'pip', 'download', '-q', '-d', str(wheels), f'{ROOT}[kubeflow]', 'setuptools'],
-                   check=True, capture_output=True)
+    _ran([sys.executable, '-m', 'pip', 'download', '-q', '-d', str(wheels), f'{ROOT}[kubeflow]', 'setuptools'])
     t0 = time.perf_counter()
     podman('build', '--format', 'docker', '--network', 'none', '--build-arg', f'BASE={base_image}',
            '--build-context', f'wheels={wheels}', '--build-arg', 'PIP_OPTIONS=--no-index --find-links /wheels',
