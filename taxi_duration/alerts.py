@@ -12,12 +12,12 @@ from .profiles import NUMERIC, PREDICTION, ZONES, monitoring_dir, quantile_sketc
 from .verdicts import Verdict, frequencies, numeric_drift, zone_drift
 
 # %% auto #0
-__all__ = ['WEEKDAYS', 'SECTIONS', 'describe', 'alert_record', 'alert_summary', 'slack_body', 'webhook_host', 'post_webhook',
-           'append_line', 'raise_alert', 'png', 'plot_edges', 'binned', 'numeric_plot', 'zone_label', 'zone_plot',
-           'errors_plot', 'time_plots', 'figures', 'template', 'render_report', 'write_outputs']
+__all__ = ['WEEKDAYS', 'SECTIONS', 'finding_in_words', 'alert_record', 'alert_summary', 'slack_body', 'webhook_host',
+           'post_webhook', 'append_line', 'raise_alert', 'png', 'plot_edges', 'binned', 'numeric_plot', 'zone_label',
+           'zone_plot', 'errors_plot', 'time_plots', 'figures', 'template', 'render_report', 'write_outputs']
 
 # %% ../nbs/10_alerts.ipynb #c1603237
-def describe(c  # a fired finding (verdicts.Finding, or its dict)
+def finding_in_words(c  # a fired finding (verdicts.Finding, or its dict)
             ) -> str:
     "One fired finding in words."
     c = c if isinstance(c, dict) else c.to_dict()
@@ -37,7 +37,7 @@ def alert_summary(record: dict  # from alert_record
                  ) -> str:
     "The alert in a few words for a terminal: the model, the data, what fired (the full record goes to the log)."
     fired = record['fired']
-    said = '; '.join(describe(c) for c in fired[:3]) + (f'; and {len(fired) - 3} more' if len(fired) > 3 else '')
+    said = '; '.join(finding_in_words(c) for c in fired[:3]) + (f'; and {len(fired) - 3} more' if len(fired) > 3 else '')
     return (f"ALERT {record['model_name']} v{record['model_version']} on {record['source']} ({record['rows']} rides): "
             f"{said} [alert {record['id']}]")
 
@@ -46,7 +46,7 @@ def slack_body(record: dict  # from alert_record
     "A Slack-compatible webhook body for an alert record."
     head = (f":rotating_light: {record['model_name']} v{record['model_version']}: {len(record['fired'])} monitoring "
             f"finding(s) fired on {record['source']} ({record['rows']} rides)")
-    return dict(text=head + '\n' + '\n'.join('• ' + describe(c) for c in record['fired']),
+    return dict(text=head + '\n' + '\n'.join('• ' + finding_in_words(c) for c in record['fired']),
                 attachments=[dict(color='danger', title=f"{c['check']}: {c['column']}",
                                   fields=[dict(title=c['statistic'], value=str(c['value']), short=True),
                                           dict(title='threshold', value=str(c['threshold']), short=True)])

@@ -88,12 +88,14 @@ class PairGeometry:
 # %% ../nbs/05a_compiled.ipynb #b0c281b9
 def _sample_rides(n: int=2000, seed: int=0) -> list[dict]:
     "`n` generated rides for verifying a twin across every zone, hour, weekday and distance; every fourth has no distance."
+    from taxi_duration.rides import ZONE_MAX, ZONE_MIN
     rng = np.random.default_rng(seed)
     start = dt.datetime(2021, 1, 4)
+    pu, do = rng.integers(ZONE_MIN, ZONE_MAX + 1, n), rng.integers(ZONE_MIN, ZONE_MAX + 1, n)
+    miles, minutes = rng.exponential(3, n).round(2), rng.integers(0, 7 * 24 * 60, n)
     return [{'PULocationID': int(a), 'DOLocationID': int(b), 'trip_distance': None if i % 4 == 3 else float(d),
              'pickup_datetime': start + dt.timedelta(minutes=int(m))}
-            for i, (a, b, d, m) in enumerate(zip(rng.integers(1, 266, n), rng.integers(1, 266, n),
-                                                 rng.exponential(3, n).round(2), rng.integers(0, 7 * 24 * 60, n)))]
+            for i, (a, b, d, m) in enumerate(zip(pu, do, miles, minutes))]
 
 def _faster_step(step):
     "A step's faster twin: PairGeometry, DenseVectorizer (a dense one of numbers only) or RideRecords; else the step."

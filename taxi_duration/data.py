@@ -4,9 +4,9 @@
 
 # %% ../nbs/01_data.ipynb #b05cf3c5
 from __future__ import annotations
-import hashlib, os, re, stat, sys, tempfile, zipfile, datetime as dt
+import hashlib, os, re, stat, sys, zipfile, datetime as dt
 from pathlib import Path
-import numpy as np, pandas as pd
+import pandas as pd
 import pyarrow.parquet as pq
 from .core import TaxiDurationError, atomic_path
 from .rides import NYC, check_table

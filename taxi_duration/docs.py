@@ -378,11 +378,11 @@ def main(argv=None):
     ap.add_argument('--dest', default='_docs', help='folder the site is written to (replaced)')
     ap.add_argument('--execute', default='all', help="'all', 'none', or comma-separated globs of notebook names to run")
     ap.add_argument('--workers', type=int, default=2, help='notebooks run at once')
-    a = ap.parse_args(argv)
+    args = ap.parse_args(argv)
     start = time.time()
-    res = build(a.nbs, a.dest, a.execute, a.workers, log=lambda s: print(s, flush=True))
+    res = build(args.nbs, args.dest, args.execute, args.workers, log=lambda s: print(s, flush=True))
     failed = [r['name'] for r in res if r['error']]
-    print(f'{len(res)} pages in {a.dest}/ in {time.time() - start:.0f} s' + (f'; failed: {" ".join(failed)}' if failed else ''))
+    print(f'{len(res)} pages in {args.dest}/ in {time.time() - start:.0f} s' + (f'; failed: {" ".join(failed)}' if failed else ''))
     return 1 if failed else 0
 
 

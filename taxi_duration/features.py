@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from .core import TaxiDurationError
 from . import zones
-from .rides import REQUIRED_COLUMNS, RIDE_COLUMNS
+from .rides import RIDE_COLUMNS, ZONE_MAX
 
 # %% auto #0
 __all__ = ['FEATURE_KINDS', 'ZONES_TIME', 'DISTANCE', 'GEOMETRY', 'ride_records', 'ZoneGeometry', 'ZoneMeanEncoder',
@@ -150,7 +150,7 @@ def _geometry():
     try: return zones.geometry_table()
     except TaxiDurationError as e:
         warnings.warn(f'zone shapes unavailable, training without zone geometry: {e}')
-        out = np.zeros((266, 3))
+        out = np.zeros((ZONE_MAX + 1, 3))  # a row per zone ID
         try: zt = zones.zone_table()  # the boroughs, when at least the table is cached
         except TaxiDurationError: return out
         out[zt.index, 2] = zt.Borough.map({b: i for i, b in enumerate(sorted(zt.Borough.unique()))})

@@ -85,8 +85,8 @@ def _mlflow_link(run_id: str, data: dict):
 def run_monitor_task(source: str, model_name: str=MODEL_NAME, log=print) -> int:
     "`taxi-duration monitor --data source` against the champion; its exit code (0 healthy, 3 alert)."
     from taxi_duration.monitor import add_monitor_args, run_monitor
-    a = add_monitor_args(argparse.ArgumentParser()).parse_args(['--data', source, '--model-name', model_name])
-    return run_monitor(a, out=log)
+    args = add_monitor_args(argparse.ArgumentParser()).parse_args(['--data', source, '--model-name', model_name])
+    return run_monitor(args, out=log)
 
 # %% ../nbs/21_flow.ipynb #28bc121e
 def pipeline_flow(train_data: str|None=None,      # path or spec; default: month N-2 of run_month

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import atexit, datetime as dt, json, logging, os, pickle, signal, socket, sys, tempfile, threading, time, uuid
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np
 from fastcore.basics import patch
 from .core import TaxiDurationError, atomic_path
 from .rides import RIDE_COLUMNS

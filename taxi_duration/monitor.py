@@ -53,19 +53,19 @@ def read_profiles(directory  # a folder of profiles (searched recursively)
 # %% ../nbs/12_monitor.ipynb #ae166353
 def _of_version(found: list[dict], reference, problems: list[str]) -> list[dict]:
     "The profiles of the reference's model version (files of other versions reported in `problems`)."
-    mine = [f for f in found if f['model_version'] in (None, reference.version)]
-    for version in sorted({str(f['model_version']) for f in found} - {str(f['model_version']) for f in mine}):
+    judged = [f for f in found if f['model_version'] in (None, reference.version)]
+    for version in sorted({str(f['model_version']) for f in found} - {str(f['model_version']) for f in judged}):
         n = sum(f['model_version'] == version for f in found)
         problems.append(f"{n} file(s) of model version {version} left out: "
                         f"the reference is version {reference.version}")
-    return mine
+    return judged
 
-def _recent(mine: list[dict], hours: float) -> tuple[list[dict], list[dict]]:
+def _recent(judged: list[dict], hours: float) -> tuple[list[dict], list[dict]]:
     "The profiles of the last `hours` of their own timestamps (all of them when `hours` is 0), and those before."
-    stamped = [f for f in mine if f['start'] is not None]
-    if not hours or not stamped: return mine, []
+    stamped = [f for f in judged if f['start'] is not None]
+    if not hours or not stamped: return judged, []
     since = max(f['start'] for f in stamped) - dt.timedelta(hours=hours)
-    return [f for f in mine if f['start'] is None or f['start'] > since], [f for f in stamped if f['start'] <= since]
+    return [f for f in judged if f['start'] is None or f['start'] > since], [f for f in stamped if f['start'] <= since]
 
 def _judge_files(files: list[dict], reference, t: Thresholds,
                  earlier=None  # profile view of the traffic before `files` (None: none)
@@ -75,10 +75,10 @@ def _judge_files(files: list[dict], reference, t: Thresholds,
     for f in files: add_counts(refused, f['rejected'])
     return view, refused, judge_drift(reference, view, t, live=True, earlier=earlier) + judge_refusals(refused, rows(view), t)
 
-def _each_day(mine: list[dict], reference, t: Thresholds) -> list:
+def _each_day(judged: list[dict], reference, t: Thresholds) -> list:
     "The findings that fire on a day (UTC) judged on its own (against the days before it), noted with the day."
     by_day = {}
-    for f in mine:
+    for f in judged:
         if f['start'] is not None: by_day.setdefault(f['start'].date(), []).append(f)
     if len(by_day) < 2: return []
     day_t = replace(t, min_days=0)  # a day is judged whole; its clock (hour, weekday) is not, a day's differs
@@ -90,10 +90,10 @@ def _each_day(mine: list[dict], reference, t: Thresholds) -> list:
         before = view if before is None else before.merge(view)
     return out
 
-def _live_windows(mine: list[dict], reference) -> list[dict]:
+def _live_windows(judged: list[dict], reference) -> list[dict]:
     "Headline statistics and refusals per window start."
     by_window = {}
-    for f in mine: by_window.setdefault(f['start'], []).append(f)
+    for f in judged: by_window.setdefault(f['start'], []).append(f)
     out = []
     for k, fs in sorted(by_window.items(), key=lambda kv: str(kv[0])):
         view, n = merge_views([f['view'] for f in fs]), sum(sum(f['rejected'].values()) for f in fs)
@@ -110,16 +110,16 @@ def monitor_profiles(directory,              # folder of live profiles
                     ) -> Verdict:
     "The verdict on the recent live profiles, and on each day alone: drift and refused rides against the reference."
     found, problems = read_profiles(directory)
-    mine = _of_version(found, reference, problems)
-    if not mine:
+    judged = _of_version(found, reference, problems)
+    if not judged:
         raise TaxiDurationError(f"no readable profiles of {reference.name} version {reference.version} under "
                                 f"{directory}" + (f" ({len(problems)} problem(s): {problems[0]})" if problems else ''))
-    recent, before = _recent(mine, window_hours)
+    recent, before = _recent(judged, window_hours)
     earlier = merge_views([f['view'] for f in before]) if before else None
     current, refused, findings = _judge_files(recent, reference, t, earlier)
     answered, n = rows(current), sum(refused.values())
-    findings += _each_day(mine, reference, t)
-    return make_verdict('profiles', directory, reference, t, current, findings, _live_windows(mine, reference),
+    findings += _each_day(judged, reference, t)
+    return make_verdict('profiles', directory, reference, t, current, findings, _live_windows(judged, reference),
                         problems=problems, files=len(recent),
                         window=f'last {window_hours:g} h of the profiles' if window_hours else 'all profiles',
                         rejected=dict(rides=n, answered=answered, share=n / (n + answered) if n + answered else None,

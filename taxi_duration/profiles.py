@@ -9,7 +9,7 @@ from functools import reduce
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import disable_telemetry
-from .rides import RIDE_COLUMNS
+from .rides import RIDE_COLUMNS, ZONES as RIDE_ZONES, new_york_times
 
 # %% auto #0
 __all__ = ['ZONES', 'NUMERIC', 'FEATURES', 'PREDICTION', 'TARGET', 'WHYLOGS_UNUSED', 'REJECTED', 'monitoring_dir', 'zone_strings',
@@ -22,7 +22,7 @@ def monitoring_dir() -> Path:
     return Path(os.environ.get('MONITORING_DIR') or 'monitoring')
 
 # %% ../nbs/08_profiles.ipynb #0af7a60a
-ZONES = ['PULocationID', 'DOLocationID']
+ZONES = list(RIDE_ZONES)  # the ride's zone fields
 NUMERIC = ['trip_distance', 'pickup_hour', 'pickup_weekday']
 FEATURES = ZONES + NUMERIC      # the model's inputs, as monitored
 PREDICTION, TARGET = 'prediction', 'duration'
@@ -40,8 +40,7 @@ def zone_strings(values  # zone ids: numbers, strings or None
 def pickup_hours(times: pd.Series  # pickup times (naive or with a time zone)
                 ) -> np.ndarray:
     "Hour of the day with minutes as a fraction (8:30 -> 8.5), as the model's features read it."
-    t = pd.to_datetime(times, errors='coerce')
-    if getattr(t.dt, 'tz', None) is not None: t = t.dt.tz_localize(None)  # keep the wall-clock time
+    t = new_york_times(pd.to_datetime(times, errors='coerce'))
     return (t.dt.hour + t.dt.minute / 60).to_numpy(float)
 
 # %% ../nbs/08_profiles.ipynb #a5d85146
@@ -55,8 +54,7 @@ def monitor_frame(rides,              # DataFrame or list of ride dicts (RIDE_CO
     dist = df['trip_distance'] if 'trip_distance' in df else pd.Series(np.nan, index=df.index)
     out['trip_distance'] = pd.to_numeric(dist, errors='coerce').to_numpy(float)
     t = df['pickup_datetime'] if 'pickup_datetime' in df else pd.Series(pd.NaT, index=df.index)
-    t = pd.to_datetime(t, errors='coerce')
-    if getattr(t.dt, 'tz', None) is not None: t = t.dt.tz_localize(None)  # keep the wall-clock time
+    t = new_york_times(pd.to_datetime(t, errors='coerce'))
     out['pickup_hour'] = pickup_hours(t)
     out['pickup_weekday'] = t.dt.weekday.to_numpy(float)
     # the time span covered, for the findings' min_days (not a drift statistic)

@@ -5,7 +5,7 @@
 # %% ../nbs/04_registry.ipynb #b7aea12b
 from __future__ import annotations
 import os, re, tempfile
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import MODEL_NAME, TaxiDurationError, forbid_pickle, retry_busy, store_lock, tracking_uri

@@ -13,7 +13,7 @@ from .core import TaxiDurationError
 # %% auto #0
 __all__ = ['RIDE_COLUMNS', 'REQUIRED_COLUMNS', 'ZONES', 'ZONE_MIN', 'ZONE_MAX', 'MAX_TRIP_MILES', 'PICKUP_YEARS', 'NYC',
            'MAX_RIDES', 'describe', 'check_zone', 'check_distance', 'now_nyc', 'check_pickup', 'check_ride_id', 'Ride',
-           'check_ride', 'check_rides', 'check_table', 'RideInputs', 'ride_inputs']
+           'check_ride', 'check_rides', 'new_york_times', 'check_table', 'RideInputs', 'ride_inputs']
 
 # %% ../nbs/00a_rides.ipynb #e75b7acd
 RIDE_COLUMNS = ['PULocationID', 'DOLocationID', 'trip_distance', 'pickup_datetime']  # what a ride carries
@@ -103,7 +103,7 @@ def check_ride(obj,                          # one decoded JSON value
     if not isinstance(obj, dict): raise TaxiDurationError(f'a ride must be a JSON object, got {describe(obj)}')
     missing = [f for f in ZONES if f not in obj]
     if missing: raise TaxiDurationError(f"missing field{'s' * (len(missing) > 1)} {', '.join(missing)}: a ride needs "
-                                        'PULocationID, DOLocationID (zone IDs 1-265) and optionally '
+                                        f'PULocationID, DOLocationID (zone IDs {ZONE_MIN}-{ZONE_MAX}) and optionally '
                                         'pickup_datetime, trip_distance (miles), ride_id', missing[0])
     distance = obj.get('trip_distance')
     ride = {'PULocationID': check_zone(obj['PULocationID'], 'PULocationID'),
@@ -152,7 +152,7 @@ def _numbers(col: pd.Series) -> np.ndarray|None:
     if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col): return None
     return col.to_numpy(dtype=float, na_value=np.nan)
 
-def _times(col: pd.Series) -> pd.Series|None:
+def new_york_times(col: pd.Series) -> pd.Series|None:
     "A column of times as naive New York times (NaT for gaps), or None when it holds something else."
     if not pd.api.types.is_datetime64_any_dtype(col): return None
     return col.dt.tz_convert(NYC).dt.tz_localize(None) if col.dt.tz is not None else col
@@ -171,7 +171,7 @@ def _surely_inside(rides: pd.DataFrame) -> np.ndarray:
         if d is None: return no
         ok &= np.isnan(d) | ((d >= 0) & (d <= MAX_TRIP_MILES))  # inf fails both
     if 'pickup_datetime' in rides:
-        t = _times(rides['pickup_datetime'])
+        t = new_york_times(rides['pickup_datetime'])
         if t is None: return no
         y = t.dt.year.to_numpy(dtype=float, na_value=np.nan)
         ok &= np.isnan(y) | ((y >= PICKUP_YEARS[0]) & (y < PICKUP_YEARS[1]))
@@ -217,7 +217,7 @@ def _table_inputs(rides: pd.DataFrame, now) -> RideInputs:
     sure, n = _surely_inside(rides), len(rides)
     pu, do = (np.where(sure, np.nan_to_num(_numbers(rides[z])) if sure.any() else 0, 0).astype(np.int64) for z in ZONES)
     dist = (_numbers(rides['trip_distance']) if 'trip_distance' in rides and sure.any() else np.full(n, np.nan)).copy()
-    t = (_times(rides['pickup_datetime']).to_numpy() if 'pickup_datetime' in rides and sure.any()
+    t = (new_york_times(rides['pickup_datetime']).to_numpy() if 'pickup_datetime' in rides and sure.any()
          else np.full(n, np.datetime64('NaT'), dtype='datetime64[ns]'))
     if sure.any() and np.isnat(t[sure]).any():
         now = now or now_nyc()

@@ -4,15 +4,13 @@
 
 # %% ../nbs/06_serve.ipynb #4de482d0
 from __future__ import annotations
-import gc, json, logging, math, os, re, sys, threading, time, datetime as dt
+import json, logging, math, os, sys
 from pathlib import Path
-from typing import NamedTuple
-import numpy as np
 from flask import Flask, Response, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 from gunicorn.workers.gthread import TConn, ThreadWorker
 import taxi_duration
-from .core import MODEL_NAME, TaxiDurationError, tracking_uri
+from .core import TaxiDurationError
 from .rides import MAX_RIDES, RIDE_COLUMNS, Ride, check_rides, describe
 from .train import Prediction, predict
 from .served import DEFAULT_URI, GIL_SWITCH_SECONDS, ServedModel, settle_heap

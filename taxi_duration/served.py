@@ -301,7 +301,7 @@ def _drop_inherited_connections():
 os.register_at_fork(after_in_child=_drop_inherited_connections)
 
 # %% ../nbs/05b_served.ipynb #df4f7c5b
-GIL_SWITCH_SECONDS = 0.005  # a waiting thread asks for the GIL after this: Python's default (0.5 ms did worse)
+GIL_SWITCH_SECONDS = 0.005  # a waiting thread asks for the GIL after this: Python's default, set explicitly
 
 def settle_heap():
     "Collect garbage once, then freeze what is alive (model, libraries): full collections walk only newer objects."

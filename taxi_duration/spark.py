@@ -89,7 +89,7 @@ def daemon():
 if __name__ == '__main__' and sys.argv[1:2] and sys.argv[1].startswith('pyspark'): daemon()  # -m ... pyspark.worker
 
 # %% ../nbs/22_spark.ipynb #894be54f
-LOCAL_JVM = '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC'  # local[N]: the cheap JIT and GC measured above
+LOCAL_JVM = '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC'  # local[N]: the cheap JIT and GC (see the session above)
 DAEMON = 'taxi_duration.spark'  # Spark's Python daemon: `daemon()` above
 
 def spark_session(master: str='local[2]', driver_memory: str='1g'):

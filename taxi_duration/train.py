@@ -4,7 +4,6 @@
 
 # %% ../nbs/03_train.ipynb #a48c74df
 from __future__ import annotations
-import json, math, os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
@@ -17,7 +16,7 @@ from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_err
 from sklearn.pipeline import Pipeline
 from .data import MIN_MINUTES
 from .core import EXPERIMENT, TaxiDurationError, ensure_experiment, git_commit, tracking_uri
-from .features import DISTANCE, featurize, make_featurizer, mask_distance
+from .features import DISTANCE, mask_distance
 from .models import DEFAULT_ALPHA, MODELS, check_model, parse_alphas
 from .rides import RIDE_COLUMNS, ride_inputs
 

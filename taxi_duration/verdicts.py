@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .core import TaxiDurationError
 from .data import MAX_MINUTES, MIN_MINUTES, ride_minutes
-from .rides import RIDE_COLUMNS
+from .rides import REQUIRED_COLUMNS, RIDE_COLUMNS
 from .profiles import (FEATURES, PREDICTION, ZONES, column, monitor_frame, profile, quantile_sketch,
                                     rows)
 
@@ -178,7 +178,7 @@ def _too_little(n: int, span: float, t: Thresholds) -> str:
     return f'covers {span:.2f} days < min_days {t.min_days}' if span < t.min_days * 0.9 else ''
 
 # %% ../nbs/09_verdicts.ipynb #462a4b4a
-OPTIONAL = ['trip_distance']  # inputs a rider may leave out: the service answers without them
+OPTIONAL = [c for c in RIDE_COLUMNS if c not in REQUIRED_COLUMNS]  # inputs a rider may leave out: answered without them
 
 def judge_missing(baseline,            # profile view the share is compared with
                   current,             # profile view judged

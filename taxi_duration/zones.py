@@ -4,12 +4,12 @@
 
 # %% ../nbs/01a_zones.ipynb #773ba7e0
 from __future__ import annotations
-import io, json, re, zipfile
+import io, re, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd
 import shapefile  # pyshp
 from . import data
-from .core import TaxiDurationError, atomic_path
+from .core import TaxiDurationError
 
 # %% auto #0
 __all__ = ['ZONES_ARTIFACT', 'zone_table', 'zone_rings', 'zone_centroids', 'geometry_table', 'zone_svg', 'zones_payload',

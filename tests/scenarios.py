@@ -1,7 +1,9 @@
-"""The breakage the monitoring tests rehearse, each built from a real month's raw rows (the same generator
-`nbs/09_verdicts.ipynb` measures the thresholds with). Test data, not part of the library."""
+"""The breakage the monitoring tests rehearse, each built from a real month's raw rows (`nbs/09_verdicts.ipynb`
+loads this file to measure the thresholds with it). Test data, not part of the library."""
 import numpy as np
 import pandas as pd
+
+from taxi_duration.rides import ZONE_MAX, ZONE_MIN, ZONES
 
 SCENARIOS = {
     'km': 'trip_distance arrives in kilometres instead of miles',
@@ -22,8 +24,9 @@ def make_scenario(raw: pd.DataFrame, name: str, seed: int = 0) -> pd.DataFrame:
     if base == 'km': df['trip_distance'] = df.trip_distance * 1.609344
     elif base == 'zones_constant': df['PULocationID'] = 264; df['DOLocationID'] = 264
     elif base == 'zones_scrambled':
-        perm = dict(zip(range(1, 266), rng.permutation(np.arange(1, 266)).tolist()))
-        for z in ('PULocationID', 'DOLocationID'): df[z] = df[z].map(perm)
+        ids = np.arange(ZONE_MIN, ZONE_MAX + 1)
+        perm = dict(zip(ids.tolist(), rng.permutation(ids).tolist()))
+        for z in ZONES: df[z] = df[z].map(perm)
     elif base == 'missing':
         df['trip_distance'] = df.trip_distance.astype(float).where(rng.random(len(df)) >= 0.05)
         df['PULocationID'] = df.PULocationID.astype('Int64').where(rng.random(len(df)) >= 0.05)

@@ -7,7 +7,7 @@ The site is built once for the module. To keep the suite's time small it runs on
 (cheap ones whose pages carry a figure, a table, the screenshot and plots: the zone map, a feature's distribution);
 every other page is rendered from the notebook and the exported module without running it. `make docs` runs them all:
 that is the same code path, notebook by notebook."""
-import html.parser, os, re, subprocess, sys, threading
+import html.parser, json, os, re, subprocess, sys, threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +16,7 @@ import pytest
 
 from browsers import chromium
 from conftest import DATA_DIR
+from test_readme import HISTORY
 from taxi_duration.docs import notebooks, page_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +218,20 @@ def test_pages_carry_no_history(site):
         text = re.sub(r'data:[^ ]+', ' ', text)
         assert not re.search(r'\bround \d+\b', text, re.I), page.name
 
+
+NOTEBOOK_HISTORY = [p for p in HISTORY if 'UTC' not in p] + [  # a schedule's '06:00 UTC' is not history
+    r'\b\d{1,2}:\d\d\s*[–-]\s*\d{1,2}:\d\d\s*UTC\b',                             # when a measurement ran
+    r'\bno longer\b|\bany more\b|\b(at|before) (that|this) commit\b|\bprevious version\b',  # then-and-now narration
+]
+
+
+@pytest.mark.parametrize('pattern', NOTEBOOK_HISTORY)
+def test_notebooks_carry_no_history(pattern):
+    "The notebooks' prose says what is true now, as the README's does: history lives in git."
+    found = [f'{nb.name}: {m.group(0)}' for nb in sorted(NBS.glob('*.ipynb'))
+             for cell in json.loads(nb.read_text(encoding='utf-8'))['cells'] if cell['cell_type'] == 'markdown'
+             for m in re.finditer(pattern, ''.join(cell['source']), re.I)]
+    assert found == []
 
 # ---- in a real browser ----
 

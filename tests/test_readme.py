@@ -204,13 +204,27 @@ def test_relative_links_resolve():
     assert broken == []
 
 
-@pytest.mark.parametrize('pattern', [
+HISTORY = [
     r'\bround \d+|\bthis round\b|\bprevious round\b',  # development rounds
     r'\bbranch(es)?\b',                                 # branches
     r'\b[0-9a-f]{7,40}\b',                              # commit hashes
     r'\bissue #?\d+|#\d{1,4}\b',                        # issue numbers
     r'\b\d{1,2}:\d\d(\s*[–-]\s*\d{1,2}:\d\d)?\s*UTC\b',  # clock times of a measurement
     r'\b(before|after) (this|the) (change|merge)\b',    # before/after narration
-])
+]
+
+
+@pytest.mark.parametrize('pattern', HISTORY)
 def test_no_development_history(pattern):
     assert not re.search(pattern, TEXT, re.I), re.search(pattern, TEXT, re.I).group(0)
+
+
+def test_quoted_validation_figures_are_the_recorded_ones():
+    "The pipeline's validation figures the README quotes are those bench/models.py recorded (gbm, 2021-01 -> 2021-02)."
+    quoted = re.search(r'`rmse ([\d.]+)\s+mae ([\d.]+)\s+r2 ([\d.]+)`', TEXT)
+    section = (ROOT / 'bench' / 'RESULTS.md').read_text(encoding='utf-8').split('<!-- bench/models.py -->')[1]
+    rows = [[v.strip() for v in l.strip('|').split('|')] for l in section.splitlines() if l.startswith('| ')]
+    gbm = dict(zip(rows[0], next(r for r in rows if r[0] == 'gbm')))
+    assert quoted.group(1) == gbm['2021-02 RMSE']
+    assert quoted.group(2) == gbm['2021-02 MAE']
+    assert quoted.group(3) == gbm['2021-02 R²']
