@@ -48,15 +48,6 @@ def real_months() -> Path:
     return DATA_DIR
 
 
-# The same question under older names, for the test files that still ask it their own way.
-SHARED_DATA, FULL_MONTHS, full_data_dir = DATA_DIR, REAL_MONTHS, real_months
-
-
-def have_real_months(n: int=3) -> bool:
-    "Whether DATA_DIR holds the first `n` real 2021 green months (prefer the `real_months` fixture)."
-    return all(p.exists() for p in REAL_MONTHS[:n])
-
-
 @pytest.fixture(scope='session', autouse=True)
 def _sample_dir(tmp_path_factory):
     """For the whole session (module fixtures included): none of the user's own settings nor an outer make's, specs

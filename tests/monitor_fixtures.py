@@ -1,6 +1,5 @@
 """Fixtures of the monitoring tests (a plugin, so that the session fixtures exist once however many test
 modules use them): the real months, seeded samples of them, and the session's champion with its reference."""
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -10,14 +9,13 @@ from taxi_duration.reference import load_reference, log_reference
 from taxi_duration.rides import RIDE_COLUMNS
 from taxi_duration.data import read_trips
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / 'shared' / 'data'
+from conftest import DATA_DIR, NO_DATA, copy_store
 
 
 def month_file(m: str) -> Path:
-    "The real green month 2021-`m` in ../shared/data; skip (saying why) where it is absent."
-    path = SHARED_DATA / f'green_tripdata_2021-{m}.parquet'
-    if not path.exists(): pytest.skip(f'needs the real month {path.name} in {SHARED_DATA} (CI and developers have it)')
+    "The real green month 2021-`m` in conftest's DATA_DIR; skip (saying why, as `real_months` does) where it is absent."
+    path = DATA_DIR / f'green_tripdata_2021-{m}.parquet'
+    if not path.exists(): pytest.skip(NO_DATA)
     return path
 
 
@@ -57,12 +55,10 @@ def in_process_champion(n_train: int|None=None, seed: int=0) -> dict:
 
 
 @pytest.fixture(scope='session')
-def monitored_store(trained_store, tmp_path_factory):
+def monitored_store(trained_store, real_months, tmp_path_factory):
     """A private store holding the session's champion: the pipeline's gbm on all of January, with its reference
     logged on all of February (`conftest.trained_store`, trained once per run). A consistent snapshot of that
     store (`conftest.copy_store`), so what these tests log stays here."""
-    from conftest import copy_store
-    for m in ('01', '02', '03'): month_file(m)
     return dict(trained_store, tracking_uri=copy_store(trained_store, tmp_path_factory.mktemp('monitored')))
 
 
@@ -76,7 +72,7 @@ def run_cli(*argv) -> int:
 def env(monitored_store, monkeypatch, tmp_path):
     "The session champion's registry, the real data folder, a clean monitoring dir and no webhook."
     monkeypatch.setenv('MLFLOW_TRACKING_URI', monitored_store['tracking_uri'])
-    monkeypatch.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+    monkeypatch.setenv('TAXI_DATA_DIR', str(DATA_DIR))
     monkeypatch.setenv('MONITORING_DIR', str(tmp_path / 'monitoring'))
     monkeypatch.delenv('ALERT_WEBHOOK_URL', raising=False)
     return monitored_store

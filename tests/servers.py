@@ -1,10 +1,11 @@
 """The servers the tests start themselves (gunicorn, `python app.py`, the CLI's servers, PostgreSQL): a free loopback
-port, waiting until one answers, and stopping it with every process it started."""
-import os, random, signal, socket, subprocess
+port, waiting until one answers (or until anything else a test waits for holds), and stopping it with every process
+it started."""
+import os, random, signal, socket, subprocess, time
 
 from taxi_duration.tracking import wait_http  # the library's own wait: one idiom, not one per test file
 
-__all__ = ['free_port', 'wait_http', 'start', 'stop']
+__all__ = ['free_port', 'accepts', 'wait_http', 'wait_until', 'start', 'stop']
 
 
 def _ephemeral_range() -> tuple:
@@ -29,6 +30,28 @@ def free_port() -> int:
             except OSError: continue  # in use (or in TIME_WAIT): draw another
             return port
     raise OSError(f'no free TCP port on 127.0.0.1 between {first} and {last}')
+
+
+def accepts(port: int, host: str='127.0.0.1') -> bool:
+    "Whether a TCP connection to `host`:`port` gets through now (something listens there)."
+    try: socket.create_connection((host, port), timeout=1).close()
+    except OSError: return False
+    return True
+
+
+def wait_until(holds, what: str, *, timeout: float=60, proc: subprocess.Popen|None=None, detail=None,
+               every: float=0.1):
+    """Call `holds()` every `every` s until it returns something true, and return that. Fails (AssertionError) saying
+    it waited `timeout` s for `what`, or that `proc` exited first; `detail()` (a server's log, the last status, …)
+    ends the message."""
+    def give_up(why: str): raise AssertionError(why + (f'\n{detail()}' if detail else ''))
+    deadline = time.monotonic() + timeout
+    while not (got := holds()):
+        if proc is not None and proc.poll() is not None:
+            give_up(f'the process exited with code {proc.returncode} while waiting for {what}')
+        if time.monotonic() > deadline: give_up(f'waited {timeout:g} s for {what}')
+        time.sleep(every)
+    return got
 
 
 def start(cmd: list, *, url: str|None=None, timeout: float=90, **popen) -> subprocess.Popen:

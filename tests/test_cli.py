@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_store
-from servers import free_port, start, stop, wait_http
+from conftest import DATA_DIR, ROOT, copy_store
+from servers import free_port, start, stop, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CLI = str(BIN / 'taxi-duration')
 
@@ -139,9 +138,9 @@ def trained_copy(trained_store, tmp_path_factory):
     return copy_store(trained_store, tmp_path_factory.mktemp('cli-store'))
 
 
-def test_skip_if_trained_keeps_the_champion_trained_on_the_same_files(trained_copy, full_data_dir, tmp_path):
+def test_skip_if_trained_keeps_the_champion_trained_on_the_same_files(trained_copy, real_months, tmp_path):
     from mlflow import MlflowClient
-    env = {'MLFLOW_TRACKING_URI': trained_copy, 'TAXI_DATA_DIR': str(full_data_dir)}
+    env = {'MLFLOW_TRACKING_URI': trained_copy, 'TAXI_DATA_DIR': str(real_months)}
     code, out, err = run('pipeline', '--skip_if_trained', env=env, cwd=tmp_path)
     assert out.startswith('champion: taxi-duration version 1 was trained on green:2021-01 / green:2021-02 with gbm: '
                           'not training again'), err
@@ -212,24 +211,26 @@ def lab(tmp_path_factory):
     stop(p)
 
 
+def _process_naming(word: str) -> dict|None:
+    "The command line and environment (from /proc) of a process whose command line holds `word`; None if there is none."
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try: cmd = Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
+        except OSError: continue
+        if any(word.encode() in c for c in cmd):
+            env = dict(l.split('=', 1) for l in Path(f'/proc/{pid}/environ').read_bytes().decode().split('\0') if '=' in l)
+            return dict(argv=[c.decode() for c in cmd if c], env=env)
+    return None
+
+
 @pytest.fixture(scope='module')
 def lab_kernel(lab):
     "A kernel started through make lab's server: its process's command line and environment (from /proc)."
-    import time
     import requests
     auth = {'token': lab['token']}
     kernel = requests.post(f"{lab['url']}/api/kernels", params=auth, json={'name': 'python3'}, timeout=60).json()
-    found, deadline = None, time.monotonic() + 60
-    while found is None and time.monotonic() < deadline:
-        for pid in filter(str.isdigit, os.listdir('/proc')):
-            try: cmd = Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
-            except OSError: continue
-            if any(kernel['id'].encode() in c for c in cmd):
-                env = dict(l.split('=', 1) for l in Path(f'/proc/{pid}/environ').read_bytes().decode().split('\0') if '=' in l)
-                found = dict(argv=[c.decode() for c in cmd if c], env=env)
-        time.sleep(0.2)
-    yield found
-    requests.delete(f"{lab['url']}/api/kernels/{kernel['id']}", params=auth, timeout=30)
+    try: yield wait_until(lambda: _process_naming(kernel['id']), f"the process of kernel {kernel['id']}", timeout=60,
+                          every=0.2)
+    finally: requests.delete(f"{lab['url']}/api/kernels/{kernel['id']}", params=auth, timeout=30)
 
 
 def test_make_lab_s_kernel_is_the_project_s_python(lab_kernel):
@@ -237,7 +238,7 @@ def test_make_lab_s_kernel_is_the_project_s_python(lab_kernel):
 
 
 def test_make_lab_s_kernel_has_the_data_folder_set(lab_kernel):
-    assert lab_kernel['env']['TAXI_DATA_DIR'] == os.environ.get('TAXI_DATA_DIR', str(ROOT.parent / 'shared' / 'data'))
+    assert lab_kernel['env']['TAXI_DATA_DIR'] == str(DATA_DIR)
 
 
 def test_make_lab_s_kernel_uses_the_store_make_run_uses(lab_kernel):

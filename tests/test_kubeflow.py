@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NO_DATA, ROOT, copy_store, have_real_months
+from conftest import ROOT, copy_store
 
 COMPILED = ROOT / 'deploy' / 'kubeflow' / 'pipeline.yaml'
 STEP_NOTEBOOKS = {f'steps/{nb}.ipynb' for nb in ('01_data', '02_features', '03_train', '04_registry')}
@@ -27,11 +27,10 @@ def test_compiled_copy_parses_as_a_pipeline_spec():
 
 
 @pytest.fixture(scope='module')
-def local_run(small_registry, tmp_path_factory):
+def local_run(real_months, small_registry, tmp_path_factory):
     """The compiled YAML, loaded back as a component, run once through `kfp.local` (a process-wide singleton) into a
     copy of a registry whose champion is a small gbm: its outputs, seconds and the store's URI. The YAML is what a
     platform team deploys, and `test_compiled_copy_equals_a_fresh_compile` ties it to the pipeline function."""
-    if not have_real_months(2): pytest.skip(NO_DATA)
     from kfp import components, local
     tmp = tmp_path_factory.mktemp('kubeflow')
     uri = copy_store(small_registry, tmp)

@@ -4,7 +4,7 @@ months and fires on each breakage, exit codes, alerts to a local webhook, corrup
 The model under watch is fitted in-process on the real January and logged, with its reference on the
 real February, into a throw-away MLflow store, once per session (tests/monitor_fixtures.py): what these
 tests need is "a champion with a reference", not the papermill pipeline (tests/test_pipeline.py runs
-that). Without the real months in ../shared/data they skip, saying why."""
+that). Without the real months they skip, saying where they were looked for."""
 import http.server
 import json
 import os
@@ -17,12 +17,11 @@ import pytest
 
 from taxi_duration import alerts, monitor, profiles, verdicts
 from taxi_duration.core import TaxiDurationError
-from taxi_duration.data import read_trips
 from taxi_duration.reference import load_reference
 
 pytest_plugins = ['monitor_fixtures']  # the shared fixtures: env, reference, model, raw_march, march_sample, monitored_store
 
-from monitor_fixtures import SHARED_DATA, month, month_file, run_cli, sample_file  # noqa: E402  (plain functions)
+from monitor_fixtures import month, run_cli, sample_file  # noqa: E402  (plain functions)
 from scenarios import make_scenario  # noqa: E402
 from servers import free_port  # noqa: E402
 
@@ -256,7 +255,7 @@ def test_an_unwritable_alerts_log_still_alerts_on_screen_and_webhook(env, march_
     """The `taxi-duration monitor` command with --alerts-log where a file stands in for the folder: the alert is
     printed (a short summary, not the raw record), the webhook gets it, the log failure is said, and it exits 3."""
     import subprocess, sys
-    from monitor_fixtures import ROOT
+    from conftest import ROOT
     _Hook.received = []
     srv = socketserver.TCPServer(('127.0.0.1', 0), _Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

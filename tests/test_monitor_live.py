@@ -19,9 +19,9 @@ from taxi_duration import alerts, live, monitor, profiles, verdicts
 from taxi_duration.data import load
 from taxi_duration.rides import RIDE_COLUMNS
 
-from monitor_fixtures import SHARED_DATA, run_cli, sample_file
+from monitor_fixtures import run_cli, sample_file
 from scenarios import make_scenario
-from servers import free_port, start, stop
+from servers import free_port, start, stop, wait_until
 
 pytest_plugins = ['monitor_fixtures']  # env, reference, model, raw_march, march_sample: one champion per session
 
@@ -61,7 +61,8 @@ def test_real_traffic_through_the_profiler_stays_quiet(env, reference, model, ma
     drive(prof, fr, model, reference.version)
     prof.close()
     assert prof.recorded == len(fr)
-    assert (prof.dropped, prof.errors) == (0, 0)
+    assert prof.dropped == 0
+    assert prof.errors == 0
     assert run_cli('--profiles', str(tmp_path / 'p'), '--report', str(tmp_path / 'r.html')) == 0
     summary = json.loads((tmp_path / 'r.json').read_text())
     assert summary['rows'] == len(fr)
@@ -110,7 +111,9 @@ def test_memory_is_bounded(tmp_path):
     ride = {'PULocationID': 74, 'DOLocationID': 75, 'trip_distance': 1.5, 'pickup_datetime': pd.Timestamp('2021-03-05 08:30')}
     prof = live.LiveProfiler(tmp_path, max_rows=1000, flush_seconds=3600, batch_rows=10**9, handle_sigterm=False)
     for _ in range(5000): prof.record([ride], np.array([9.0]), '1')
-    assert (prof.recorded, prof.dropped, prof._buffered) == (1000, 4000, 1000)
+    assert prof.recorded == 1000
+    assert prof.dropped == 4000
+    assert prof._buffered == 1000
     prof.close()
     # a profile's size does not grow with the rides in it
     sizes = []
@@ -390,14 +393,12 @@ def _monitoring(base) -> dict:
     return requests.get(base + '/health', timeout=10).json()['monitoring']
 
 
-def _until(fn, seconds=30):
-    "fn() once it is truthy (polled), else the last value."
-    t0, v = time.time(), None
-    while time.time() - t0 < seconds:
-        v = fn()
-        if v: return v
-        time.sleep(0.3)
-    return v
+def _monitoring_once(base, holds, what: str) -> dict:
+    "The service's monitoring status once `holds(status)` (polled for 30 s; else a failure showing the last status)."
+    def status():
+        m = _monitoring(base)
+        return m if holds(m) else None
+    return wait_until(status, what, timeout=30, detail=lambda: f'monitoring: {_monitoring(base)}', every=0.3)
 
 
 def test_a_full_disk_loses_no_ride_and_health_says_degraded(env, raw_march, tmp_path, small_disk):
@@ -422,15 +423,14 @@ def test_a_full_disk_loses_no_ride_and_health_says_degraded(env, raw_march, tmp_
         for i in range(0, len(rides), 10):
             assert requests.post(base + '/predict', json=rides[i:i + 10], timeout=30).status_code == 200
         # every window ends within 2 s: then all the answered rides wait in memory, none on disk, none dropped
-        degraded = _until(lambda: (lambda m: m if m.get('unwritten') == len(rides) else None)(_monitoring(base)))
-        assert degraded, _monitoring(base)
+        degraded = _monitoring_once(base, lambda m: m.get('unwritten') == len(rides),
+                                    f'all {len(rides)} answered rides to wait in memory')
         assert degraded['status'] == 'degraded'
         assert degraded['dropped'] == 0
         assert 'No space left' in degraded['problem']
         assert requests.get(base + '/health', timeout=10).json()['status'] == 'degraded'  # the service as a whole says so
         filler.unlink()                              # space is back: the next flush writes what waited
-        healthy = _until(lambda: (lambda m: m if m.get('status') == 'ok' else None)(_monitoring(base)))
-        assert healthy, _monitoring(base)
+        healthy = _monitoring_once(base, lambda m: m.get('status') == 'ok', "monitoring to say 'ok' again")
         assert healthy['unwritten'] == 0
     finally:
         stop(proc)

@@ -44,10 +44,14 @@ def test_full_months_reach_the_quality_bar_and_log_everything(trained_store, mon
     c = client(uri)
     run = c.get_run(r['run_id'])
     p, m = run.data.params, run.data.metrics
-    assert (p['model'], p['train_data'], p['validation_data']) == ('gbm', 'green:2021-01', 'green:2021-02')
+    assert p['model'] == 'gbm'
+    assert p['train_data'] == 'green:2021-01'
+    assert p['validation_data'] == 'green:2021-02'
     assert p['train_sha256'] == 'b8e2c9496c5eada0f10adbd88f98d91721ec6fe2787a2b355cf0ccfa9678ee7b'
-    assert (p['train_rows_raw'], p['train_rows_kept']) == ('76518', '73846')
-    assert (p['validation_rows_raw'], p['validation_rows_kept']) == ('64572', '61895')
+    assert p['train_rows_raw'] == '76518'
+    assert p['train_rows_kept'] == '73846'
+    assert p['validation_rows_raw'] == '64572'
+    assert p['validation_rows_kept'] == '61895'
     assert {'rmse', 'mae', 'r2', 'train_rmse'} <= set(m)
     assert m['rmse'] == pytest.approx(r['rmse'])
     assert run.data.tags['data_is_sample'] == 'false'

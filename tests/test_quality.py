@@ -2,7 +2,7 @@
 
 Measured on the champion the real pipeline trained (the session's `trained_store`), loaded back from MLflow by
 the project's safe loader: the bars hold for what is served, not for a copy fitted beside it.
-Skipped without ../shared/data.
+Skipped, saying where they were looked for, without the real months.
 """
 import numpy as np
 import pandas as pd
@@ -11,18 +11,14 @@ import pytest
 from taxi_duration.rides import RIDE_COLUMNS
 from taxi_duration.train import interval_metrics, metrics, predict
 
-from conftest import FULL_MONTHS, SHARED_DATA
-
 
 @pytest.fixture(scope='module')
-def fitted(trained_store):
-    if not all(p.exists() for p in FULL_MONTHS):
-        pytest.skip(f'the full real months are not in {SHARED_DATA} (CI and developer machines have them)')
+def fitted(trained_store, real_months):
     import mlflow
     from taxi_duration.data import load
     from taxi_duration.registry import load_model
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('TAXI_DATA_DIR', str(SHARED_DATA))
+        mp.setenv('TAXI_DATA_DIR', str(real_months))
         mp.setenv('MLFLOW_TRACKING_URI', trained_store['tracking_uri'])
         months = {m: load(f'green:2021-{m}', progress=False)[0] for m in ('01', '02', '03')}
         uri = f"models:/taxi-duration/{trained_store['version']}"

@@ -5,7 +5,7 @@ through the real entry points — `taxi-duration score`, `registry.load_model`, 
 with two workers following the alias — it is refused, the marker never appears, and the service
 keeps serving the good version. The hostile models are fitted on hand-made rows, so those tests run
 on a fresh clone; the service test trains its good model on a slice of a real month (skipped, saying
-why, without ../shared/data).
+why, without the real months).
 """
 import os
 import subprocess
@@ -17,7 +17,7 @@ import pytest
 
 import logged_models
 from servers import free_port, start, stop
-from conftest import NO_DATA, ROOT, have_real_months
+from conftest import ROOT
 from taxi_duration.core import PICKLE_SWITCHES, TaxiDurationError, modified_env, pickle_switch
 
 RIDE = {'PULocationID': 43, 'DOLocationID': 151, 'trip_distance': 1.01, 'pickup_datetime': '2021-03-05T08:30:00'}
@@ -48,13 +48,11 @@ def hostile(empty_store, tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def store(empty_store, tmp_path_factory):
+def store(real_months, empty_store, tmp_path_factory):
     "A store with v1 good (@champion, trained on a slice of a real month) and v2 cloudpickle evil (@evil)."
-    if not have_real_months(1): pytest.skip(NO_DATA)
-    from conftest import SHARED_DATA
     tmp = tmp_path_factory.mktemp('safe')
     uri, marker = empty_store(tmp), tmp / 'PWNED'
-    with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_DATA_DIR=str(SHARED_DATA)):
+    with modified_env(MLFLOW_TRACKING_URI=uri, TAXI_DATA_DIR=str(real_months)):
         good = logged_models.register(logged_models.log_good(logged_models.real_rides('01', 3000)))
         evil = logged_models.register(logged_models.log_evil(marker), alias='evil')
     assert not marker.exists()

@@ -26,11 +26,9 @@ def champion_env(small_registry, monkeypatch):
 
 
 @pytest.fixture(scope='module')
-def march():
+def march(real_months):
     "The raw real 2021-03 rides, as the TLC publishes them."
-    from conftest import FULL_MONTHS
-    if not FULL_MONTHS[2].exists(): pytest.skip(f'the real 2021-03 month is not in {FULL_MONTHS[2].parent}')
-    return pd.read_parquet(FULL_MONTHS[2])
+    return pd.read_parquet(real_months / 'green_tripdata_2021-03.parquet')
 
 
 def test_score_csv_and_file_without_dropoff(champion_env, march, tmp_path):
@@ -95,14 +93,14 @@ def test_score_errors(champion_env, tmp_path, monkeypatch, argv, fragment):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_no_store_is_an_error(tmp_path, monkeypatch, full_data_dir):
+def test_no_store_is_an_error(tmp_path, monkeypatch, real_months):
     monkeypatch.setenv('MLFLOW_TRACKING_URI', f'sqlite:///{tmp_path}/none.db')
     with pytest.raises(TaxiDurationError, match='make run'):
         score('--data', 'green:2021-03', '--output', str(tmp_path / 'p.parquet'))
     assert list(tmp_path.iterdir()) == []
 
 
-def test_score_full_month(champion_env, full_data_dir, tmp_path):
+def test_score_full_month(champion_env, real_months, tmp_path):
     "The real 2021-03 month: every ride, in a few seconds (bench/serve.py reports the figure)."
     said = []
     t0 = time.perf_counter()

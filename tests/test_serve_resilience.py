@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from conftest import copy_store
-from servers import free_port, start, stop
+from servers import accepts, free_port, start, stop, wait_until
 from taxi_duration import serve
 from taxi_duration.core import MODEL_NAME
 
@@ -35,16 +35,12 @@ def workers(master: int) -> set[int]:
 def _first_connection(proc, port: int, log: Path) -> dict:
     """Wait until a TCP connection to `port` gets through; what the log said at that moment, and how long the first
     request then took to be answered, and with what status."""
-    deadline = time.time() + 90
-    while True:
-        assert proc.poll() is None, log.read_text()
-        assert time.time() < deadline, log.read_text()
-        try: socket.create_connection(('127.0.0.1', port), timeout=1).close()
-        except OSError: time.sleep(0.05); continue
-        said = log.read_text()  # read after the connection got through: what was logged before the port opened
-        t0 = time.time()
-        status = requests.get(f'http://127.0.0.1:{port}/health', timeout=60).status_code
-        return dict(log=said, status=status, seconds=time.time() - t0)
+    wait_until(lambda: accepts(port), f'gunicorn to listen on port {port}', timeout=90, proc=proc, detail=log.read_text,
+               every=0.05)
+    said = log.read_text()  # read after the connection got through: what was logged before the port opened
+    t0 = time.time()
+    status = requests.get(f'http://127.0.0.1:{port}/health', timeout=60).status_code
+    return dict(log=said, status=status, seconds=time.time() - t0)
 
 
 def _gunicorn(small_registry, tmp_path):
@@ -62,11 +58,8 @@ def _gunicorn(small_registry, tmp_path):
     url = f'http://127.0.0.1:{port}'
     try:
         first = _first_connection(proc, port, tmp_path / 'gunicorn.log')
-        deadline = time.time() + 60
-        while len(workers(proc.pid)) < 2 or not _ok(url):
-            assert proc.poll() is None, (tmp_path / 'gunicorn.log').read_text()
-            assert time.time() < deadline, (tmp_path / 'gunicorn.log').read_text()
-            time.sleep(0.2)
+        wait_until(lambda: len(workers(proc.pid)) >= 2 and _ok(url), 'two workers and /health answering', timeout=60,
+                   proc=proc, detail=(tmp_path / 'gunicorn.log').read_text, every=0.2)
         yield dict(proc=proc, url=url, port=port, tmp=tmp_path, uri=env['MLFLOW_TRACKING_URI'], first=first)
     finally:
         stop(proc, timeout=30)
@@ -103,10 +96,10 @@ def test_the_model_is_loaded_once_and_said_before_and_after(server):
 def test_each_worker_profiles_in_a_child_of_its_own_and_the_master_in_none(server):
     import psutil
     master = psutil.Process(server['proc'].pid)
-    deadline = time.time() + 20
-    while sorted(len(w.children()) for w in master.children()) != [1, 1] and time.time() < deadline: time.sleep(0.2)
+    def profilers() -> list: return sorted(len(w.children()) for w in master.children())  # children per worker
+    wait_until(lambda: profilers() == [1, 1], 'one profiling child in each of the two workers', timeout=20,
+               detail=lambda: f'profiling children per worker: {profilers()}', every=0.2)
     assert {c.pid for c in master.children()} == workers(master.pid)  # no profiling child of the master's
-    assert sorted(len(w.children()) for w in master.children()) == [1, 1]
 
 
 def test_idle_connections_do_not_stall_the_service(server):
@@ -171,10 +164,8 @@ def test_a_killed_worker_is_replaced_and_later_requests_all_succeed(server):
         before = workers(server['proc'].pid)
         victim = sorted(before)[0]
         os.kill(victim, signal.SIGKILL)
-        deadline = time.time() + 60
-        while len(workers(server['proc'].pid) - before) < 1 or not _ok(server['url']):
-            assert time.time() < deadline, 'no replacement worker'
-            time.sleep(0.1)
+        wait_until(lambda: len(workers(server['proc'].pid) - before) >= 1 and _ok(server['url']),
+                   'a replacement worker and /health answering', timeout=60)
         replaced = time.time()
         time.sleep(4)
     finally:
@@ -194,19 +185,16 @@ def test_a_worker_restarting_without_the_registry_serves_the_model_it_was_forked
     MlflowClient(server['uri']).delete_registered_model_alias(MODEL_NAME, 'champion')
     before = workers(server['proc'].pid)
     for pid in before: os.kill(pid, signal.SIGKILL)  # both: every worker now starts without a champion
-    deadline = time.time() + 60
-    while len(workers(server['proc'].pid) - before) < 2 or not _ok(server['url']):
-        assert server['proc'].poll() is None, 'gunicorn stopped the whole server'
-        assert time.time() < deadline, 'no replacement workers'
-        time.sleep(0.2)
+    wait_until(lambda: len(workers(server['proc'].pid) - before) >= 2 and _ok(server['url']),
+               'two replacement workers and /health answering', timeout=60, proc=server['proc'], every=0.2)
     r = requests.post(server['url'] + '/predict', json=RIDE, timeout=5)
     assert r.status_code == 200
     assert r.json()['model_version'] == '1'
-    deadline = time.time() + 20  # REFRESH_SECONDS=1: the look-up fails within a second or two
-    while (h := requests.get(server['url'] + '/health', timeout=5).json())['status'] != 'degraded' and time.time() < deadline:
-        time.sleep(0.2)
-    assert h['status'] == 'degraded'
-    assert 'the last look-up of the model failed' in h['problem']
+    def health() -> dict: return requests.get(server['url'] + '/health', timeout=5).json()
+    # REFRESH_SECONDS=1: the look-up fails within a second or two
+    wait_until(lambda: health()['status'] == 'degraded', "/health to say 'degraded'", timeout=20,
+               detail=lambda: str(health()), every=0.2)
+    assert 'the last look-up of the model failed' in health()['problem']
     assert 'still serving version 1' in (server['tmp'] / 'gunicorn.log').read_text()
 
 
