@@ -13,9 +13,9 @@ from .rides import NYC, check_table
 
 # %% auto #0
 __all__ = ['SERVICES', 'TLC_HOST', 'TLC_KINDS', 'MISC_FILES', 'SUPPORTED_SUFFIXES', 'SAMPLE_ROWS', 'SAMPLE_SEED', 'COLUMNS',
-           'MIN_MINUTES', 'MAX_MINUTES', 'MIN_TRAIN_ROWS', 'parse_spec', 'DownloadUnavailable', 'data_dir', 'tlc_url',
-           'check_file', 'download', 'fetch_misc', 'resolve', 'make_sample', 'sample_dir', 'sample', 'read_trips',
-           'ride_minutes', 'prepare', 'sha256', 'load']
+           'MIN_MINUTES', 'MAX_MINUTES', 'MIN_TRAIN_ROWS', 'check_published', 'parse_spec', 'DownloadUnavailable',
+           'data_dir', 'tlc_url', 'check_file', 'download', 'fetch_misc', 'resolve', 'make_sample', 'sample_dir',
+           'sample', 'read_trips', 'ride_minutes', 'prepare', 'sha256', 'load']
 
 # %% ../nbs/01_data.ipynb #1ed3547d
 SERVICES = {'green': (2013, 8), 'yellow': (2009, 1)}  # service -> first published (year, month)
@@ -29,6 +29,14 @@ def _short_spec(text: str):
     if len(year) != 4: raise TaxiDurationError(f"{text!r}: the year needs four digits, e.g. {head}:2021-01")
     raise TaxiDurationError(f"{text!r}: the month needs two digits: {head}:{year}-{int(month):02d}")
 
+def check_published(service: str, year: int, month: int, today: dt.date|None=None):
+    "Refuse a month the TLC does not publish: an unknown service, before the service's first month, or not yet over."
+    if service not in SERVICES: raise TaxiDurationError(f"unknown service {service!r}: use one of {', '.join(SERVICES)}")
+    first, today = SERVICES[service], today or dt.date.today()
+    if (year, month) < first or (year, month) >= (today.year, today.month):
+        raise TaxiDurationError(f"TLC does not publish {service} {year}-{month:02d}: its {service} files "
+                                f"run from {first[0]}-{first[1]:02d} to last month")
+
 def parse_spec(text: str  # e.g. 'green:2021-01' or 'sample:green:2021-01'
               ) -> dict|None:
     "Split a month spec into its parts; None when `text` is not spelled like a spec."
@@ -39,10 +47,7 @@ def parse_spec(text: str  # e.g. 'green:2021-01' or 'sample:green:2021-01'
     if service not in SERVICES:
         raise TaxiDurationError(f"unknown service {service!r} in {text!r}: use one of {', '.join(SERVICES)}")
     if not 1 <= month <= 12: raise TaxiDurationError(f"{text!r}: month must be 01-12")
-    first, today = SERVICES[service], dt.date.today()
-    if (year, month) < first or (year, month) >= (today.year, today.month):
-        raise TaxiDurationError(f"TLC does not publish {service} {year}-{month:02d}: its {service} files "
-                                f"run from {first[0]}-{first[1]:02d} to last month")
+    check_published(service, year, month)
     return dict(service=service, year=year, month=month, sample=bool(m['sample']),
                 name=f'{service}_tripdata_{year}-{month:02d}.parquet')
 

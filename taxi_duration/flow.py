@@ -9,9 +9,9 @@ from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError
 from .models import DEFAULT_MODEL, MODELS
 
 # %% auto #0
-__all__ = ['PREFECT_OPT_OUT', 'FIRST_MONTH', 'RETRIED_STEPS', 'MONTHLY_CRON', 'prefect_env', 'parse_month', 'shift',
-           'check_tlc_month', 'months_for', 'run_monitor_task', 'pipeline_flow', 'taxi_flow', 'deployment',
-           'month_range', 'backfill', 'add_flow_args', 'add_backfill_args', 'run_flow', 'run_backfill']
+__all__ = ['PREFECT_OPT_OUT', 'RETRIED_STEPS', 'MONTHLY_CRON', 'prefect_env', 'parse_month', 'shift', 'months_for',
+           'run_monitor_task', 'pipeline_flow', 'taxi_flow', 'deployment', 'month_range', 'backfill', 'add_flow_args',
+           'add_backfill_args', 'run_flow', 'run_backfill']
 
 # %% ../nbs/21_flow.ipynb #b51cb31e
 PREFECT_OPT_OUT = {'DO_NOT_TRACK': 'true', 'PREFECT_SERVER_ANALYTICS_ENABLED': 'false',
@@ -23,8 +23,6 @@ def prefect_env():
     for k, v in PREFECT_OPT_OUT.items(): os.environ.setdefault(k, v)
 
 # %% ../nbs/21_flow.ipynb #97c74999
-FIRST_MONTH = {'green': (2013, 8), 'yellow': (2009, 1), 'fhv': (2015, 1)}
-
 def parse_month(s: str) -> tuple[int, int]:
     "`YYYY-MM` as (year, month); a clear error otherwise."
     m = re.fullmatch(r'(\d{4})-(\d{2})', str(s).strip())
@@ -36,22 +34,14 @@ def shift(ym: tuple[int, int], k: int) -> tuple[int, int]:
     i = ym[0] * 12 + ym[1] - 1 + k
     return i // 12, i % 12 + 1
 
-def check_tlc_month(service: str, ym: tuple[int, int], today: dt.date|None=None):
-    "Refuse a month the TLC does not publish: before the service's first month, or not yet over."
-    today = today or dt.date.today()
-    if service not in FIRST_MONTH: raise TaxiDurationError(f'unknown service {service!r}: green, yellow or fhv')
-    first = FIRST_MONTH[service]
-    if ym < first or ym >= (today.year, today.month):
-        raise TaxiDurationError(f'the TLC has no {service} trip data for {ym[0]}-{ym[1]:02d}: it publishes '
-                                f'{first[0]}-{first[1]:02d} up to the last month that has ended')
-
 # %% ../nbs/21_flow.ipynb #c89a63fb
 def months_for(run_month: str, service: str='green', today: dt.date|None=None) -> dict:
     "The data of the run for month N: train N-2, validate N-1, monitor N-1 (specs), each checked."
     n = parse_month(run_month)
+    from taxi_duration.data import check_published  # the TLC's months, as data.parse_spec checks them
     t, v = shift(n, -2), shift(n, -1)
     try:
-        for ym in (t, v): check_tlc_month(service, ym, today)
+        for ym in (t, v): check_published(service, *ym, today)
     except TaxiDurationError as e: raise TaxiDurationError(f'run month {run_month} trains on N-2 and validates on N-1: {e}') from None
     spec = lambda ym: f'{service}:{ym[0]}-{ym[1]:02d}'
     return dict(train_data=spec(t), validation_data=spec(v), monitor_data=spec(v), run_month=f'{n[0]}-{n[1]:02d}')

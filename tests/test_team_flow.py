@@ -110,7 +110,7 @@ def test_backfill_refuses_months_the_tlc_lacks(tmp_path):
     r = run_cli(tmp_path, 'backfill', '--from', '2013-08', '--to', '2013-10')
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith('taxi-duration: error: run month 2013-08')
-    assert 'no green trip data for 2013-06' in r.stderr
+    assert 'TLC does not publish green 2013-06' in r.stderr
 
 
 def test_monthly_deployment_schedule():
