@@ -176,8 +176,8 @@ def register(candidate: dict,            # run_id, model_uri, rmse, ... from the
             'alpha': str(candidate['alpha']),
             'data_is_sample': str(any(p['sample'] for p in provenance.values())).lower()}
     mv = retry_busy(mlflow.register_model, candidate['model_uri'], name, tags=tags)
-    retry_busy(c.set_registered_model_alias, name, 'challenger', mv.version)
-    with store_lock(tracking_uri(), 'promotion'):  # read champion -> decide -> move alias, one at a time
+    with store_lock(tracking_uri(), 'promotion'):  # alias writes, and read champion -> decide -> move it, take turns
+        retry_busy(c.set_registered_model_alias, name, 'challenger', mv.version)
         latest = champion(name)
         if getattr(latest, 'version', None) != getattr(current, 'version', None):
             current = latest  # another pipeline promoted a model while this one was measuring

@@ -165,6 +165,45 @@ def _hold_write_lock(db: Path, seconds: float|None=None):
     return t, release
 
 
+
+def test_a_registration_writes_both_aliases_while_it_holds_the_promotion_lock(slices, empty_store, tmp_path,
+                                                                               monkeypatch):
+    """@challenger and @champion are written under the promotion lock, so registrations finishing at once take turns:
+    MLflow looks for an alias before inserting it, and two pipelines inserting @challenger together would collide
+    (PostgreSQL refuses the second with a duplicate key on registered_model_alias_pk)."""
+    from contextlib import contextmanager
+    from taxi_duration import registry
+    from taxi_duration.data import load
+    from taxi_duration.train import metrics
+    held, writes = [], []
+    real_lock, real_client = registry.store_lock, registry.client
+
+    @contextmanager
+    def recording_lock(*args, **kwargs):
+        with real_lock(*args, **kwargs):
+            held.append(args[1:] or kwargs.get('what'))
+            try: yield
+            finally: held.pop()
+
+    class RecordingClient:
+        def __init__(self, client): self._client = client
+        def __getattr__(self, name): return getattr(self._client, name)
+        def set_registered_model_alias(self, name, alias, version):
+            writes.append((alias, list(held)))
+            return self._client.set_registered_model_alias(name, alias, version)
+
+    monkeypatch.setattr(registry, 'store_lock', recording_lock)
+    monkeypatch.setattr(registry, 'client', lambda: RecordingClient(real_client()))
+    with modified_env(MLFLOW_TRACKING_URI=empty_store(tmp_path / 'store')):
+        validation, vprov = load(slices['validation'])
+        train, tprov = load(slices[1500])
+        model_uri = logged_models.log_good(train)
+        import mlflow
+        candidate = dict(run_id=mlflow.last_active_run().info.run_id, model_uri=model_uri, model='linear', alpha=None,
+                         rmse=metrics(validation.duration, registry.score(model_uri, validation))['rmse'])
+        registry.register(candidate, validation, dict(train=tprov, validation=vprov))
+    assert writes == [('challenger', [('promotion',)]), ('champion', [('promotion',)])]
+
 def test_a_busy_store_is_retried_and_then_named_not_a_raw_sql_error(empty_store, tmp_path, monkeypatch):
     """A store locked for 8 s by another writer: the write waits and succeeds. Locked for good: the error says what
     to do (fewer pipelines at once, or a server store), not SQLite's 'database is locked'."""
