@@ -15,7 +15,7 @@ from .models import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
 # %% auto #0
 __all__ = ['STEPS', 'STEP_TAG', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'check_tracking', 'PipelineResult',
-           'run_pipeline', 'trained_champion']
+           'kernel_manager', 'run_pipeline', 'trained_champion']
 
 # %% ../nbs/05_pipeline.ipynb #56e96e26
 STEPS = [('load & prepare', '01_data'), ('vectorise', '02_features'), ('train', '03_train'),
@@ -141,14 +141,20 @@ class PipelineResult:
     seconds: dict = field(default_factory=dict)  # wall time per step
 
 # %% ../nbs/05_pipeline.ipynb #c3a9d2f4
+def kernel_manager(folder: Path):
+    "A manager of a python3 kernel that talks over Unix sockets in `folder` (private to this user), not TCP ports."
+    from jupyter_client.manager import AsyncKernelManager
+    return AsyncKernelManager(kernel_name='python3', transport='ipc', ip=str(Path(folder)/'kernel'))
+
 class _StepKernel:
     "One Jupyter kernel for a run's steps: papermill starts it with the first step; a failed step's is dropped."
-    def __init__(self): self.km = None
+    def __init__(self): self.km, self.folder = None, None
 
     def manager(self):
         "The kernel manager for the next step, its namespace emptied first if a step ran in it before."
-        from jupyter_client.manager import AsyncKernelManager
-        if self.km is None: self.km = AsyncKernelManager(kernel_name='python3')
+        if self.km is None:
+            self.folder = Path(tempfile.mkdtemp(prefix='taxi-duration-kernel-'))  # mode 0700
+            self.km = kernel_manager(self.folder)
         elif self.km.has_kernel: _reset_namespace(self.km)
         return self.km
 
@@ -156,7 +162,8 @@ class _StepKernel:
         "Shut the kernel down: after the last step, or a failed one (a retry gets a new kernel)."
         from jupyter_core.utils import run_sync
         if self.km is not None and self.km.has_kernel: run_sync(self.km.shutdown_kernel)(now=True)
-        self.km = None
+        if self.folder is not None: shutil.rmtree(self.folder, ignore_errors=True)
+        self.km, self.folder = None, None
 
 def _reset_namespace(km):
     "`%reset -f` in the kernel of `km`: the user namespace emptied and collected; imported modules stay."
