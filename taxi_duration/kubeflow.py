@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 from .core import EXPERIMENT, MODEL_NAME, TaxiDurationError, ensure_experiment, retry_busy
 from .models import DEFAULT_MODEL
-from .pipeline import check_data, kernel_manager, notebooks_dir, step_notebook
+from .pipeline import StepKernel, check_data, notebooks_dir, step_notebook
 
 # %% ../nbs/23_kubeflow.ipynb #c6b0a30a
 def _client(uri: str):
@@ -27,7 +27,6 @@ def run_step(nb: str,           # step notebook, e.g. '02_features'
             ) -> Path:
     "Run step notebook `nb` on the files of `inputs`; what it writes lands in `output`, the executed copy in the MLflow run."
     import papermill as pm
-    from jupyter_core.utils import run_sync
     if tracking_uri: os.environ['MLFLOW_TRACKING_URI'] = tracking_uri  # the kernel inherits it
     work, kept = Path(tempfile.mkdtemp(prefix=f'kfp-{nb}-')), Path(tempfile.mkdtemp(prefix='kfp-executed-'))
     try:
@@ -36,17 +35,16 @@ def run_step(nb: str,           # step notebook, e.g. '02_features'
             for f in Path(d).iterdir():
                 if not (work/f.name).exists(): os.symlink(f.resolve(), work/f.name); handed.add(f.name)
         executed, t0 = kept/f'{nb}.ipynb', time.perf_counter()
-        sockets = Path(tempfile.mkdtemp(prefix='kfp-kernel-'))
-        km = kernel_manager(sockets)  # Unix sockets, not TCP ports (05_pipeline)
+        kernel = StepKernel()  # the pipeline's: Unix sockets, not TCP ports
         try:
             pm.execute_notebook(step_notebook(notebooks_dir()/f'{nb}.ipynb'), executed, kernel_name='python3',
-                                parameters=dict(params, work_dir=str(work)), progress_bar=False, cwd=str(work), km=km)
+                                parameters=dict(params, work_dir=str(work)), progress_bar=False, cwd=str(work),
+                                km=kernel.manager())
         except BaseException:
             if run_id: retry_busy(_client(tracking_uri).set_terminated, run_id, 'FAILED')
             raise
         finally:
-            if km.has_kernel: run_sync(km.shutdown_kernel)(now=True)
-            shutil.rmtree(sockets, ignore_errors=True)
+            kernel.stop()
             if run_id and executed.exists(): retry_busy(_client(tracking_uri).log_artifact, run_id, str(executed), 'steps')
         if run_id: retry_busy(_client(tracking_uri).log_metric, run_id, f'step_seconds_{nb}', time.perf_counter() - t0)
         out = Path(output); out.mkdir(parents=True, exist_ok=True)

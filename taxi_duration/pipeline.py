@@ -15,7 +15,7 @@ from .models import DEFAULT_MODEL, MODELS, check_model, parse_alphas
 
 # %% auto #0
 __all__ = ['STEPS', 'STEP_TAG', 'StepFailed', 'notebooks_dir', 'step_notebook', 'check_data', 'check_tracking', 'PipelineResult',
-           'kernel_manager', 'run_pipeline', 'trained_champion']
+           'StepKernel', 'run_pipeline', 'trained_champion']
 
 # %% ../nbs/05_pipeline.ipynb #56e96e26
 STEPS = [('load & prepare', '01_data'), ('vectorise', '02_features'), ('train', '03_train'),
@@ -141,20 +141,17 @@ class PipelineResult:
     seconds: dict = field(default_factory=dict)  # wall time per step
 
 # %% ../nbs/05_pipeline.ipynb #c3a9d2f4
-def kernel_manager(folder: Path):
-    "A manager of a python3 kernel that talks over Unix sockets in `folder` (private to this user), not TCP ports."
-    from jupyter_client.manager import AsyncKernelManager
-    return AsyncKernelManager(kernel_name='python3', transport='ipc', ip=str(Path(folder)/'kernel'))
-
-class _StepKernel:
-    "One Jupyter kernel for a run's steps: papermill starts it with the first step; a failed step's is dropped."
+class StepKernel:
+    """One python3 kernel for a run's steps, over Unix sockets in a folder private to this user (not TCP ports):
+    papermill starts it with the first step; a failed step's is dropped."""
     def __init__(self): self.km, self.folder = None, None
 
     def manager(self):
         "The kernel manager for the next step, its namespace emptied first if a step ran in it before."
+        from jupyter_client.manager import AsyncKernelManager
         if self.km is None:
             self.folder = Path(tempfile.mkdtemp(prefix='taxi-duration-kernel-'))  # mode 0700
-            self.km = kernel_manager(self.folder)
+            self.km = AsyncKernelManager(kernel_name='python3', transport='ipc', ip=str(self.folder/'kernel'))
         elif self.km.has_kernel: _reset_namespace(self.km)
         return self.km
 
@@ -180,7 +177,7 @@ def _run_steps(client, run_id: str, nbs: Path, work: Path, params: dict, log,
                step_hook=None) -> dict:  # step_hook(label, nb, run_id, run) runs each step: run() (Prefect tasks, 21_flow)
     "Execute the step notebooks in order, attaching each executed copy to the run; seconds per step."
     import papermill as pm
-    seconds, kernel = {}, _StepKernel()
+    seconds, kernel = {}, StepKernel()
     try:
         for label, nb in STEPS:
             log(f'step {label} ({nb}.ipynb) ...')
